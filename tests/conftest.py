@@ -32,7 +32,7 @@ HELPERS_SQL = Path(__file__).parent / "sql" / "helpers.sql"
 def _with_database(url: str, name: str) -> str:
     info = psycopg.conninfo.conninfo_to_dict(url)
     info["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+    return psycopg.conninfo.make_conninfo("", **info)
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +58,14 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def template_url(pg_admin_url: str) -> str:
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(TEMPLATE)))
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(TEMPLATE))
+        )
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(TEMPLATE)))
     url = _with_database(pg_admin_url, TEMPLATE)
     migrate(url, echo=lambda _line: None)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(HELPERS_SQL.read_text())  # type: ignore[arg-type]
+        conn.execute(HELPERS_SQL.read_text())
     return url
 
 
@@ -80,7 +82,9 @@ def _clone(pg_admin_url: str) -> str:
 
 def _drop(pg_admin_url: str, name: str) -> None:
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,9 @@ def set_claims(conn: psycopg.Connection[Any], role: str, claims: dict[str, Any])
 
 def as_user(conn: psycopg.Connection[Any], user_id: uuid.UUID | str) -> None:
     set_claims(
-        conn, "authenticated", {"sub": str(user_id), "role": "authenticated", "aud": "authenticated"}
+        conn,
+        "authenticated",
+        {"sub": str(user_id), "role": "authenticated", "aud": "authenticated"},
     )
 
 

@@ -81,14 +81,14 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
-    def _user_kwargs(self) -> dict[str, str]:
+    def _run_as(self) -> str | None:
         # Postgres refuses to run as root; as root, run it as an unprivileged user.
         if hasattr(os, "geteuid") and os.geteuid() == 0:
-            return {"user": RUN_AS_USER}
-        return {}
+            return RUN_AS_USER
+        return None
 
     def _prepare_root_run(self) -> None:
-        if not self._user_kwargs():
+        if self._run_as() is None:
             return
         _quiet_import_pgserver()
         from pgserver.utils import ensure_prefix_permissions, ensure_user_exists
@@ -108,7 +108,7 @@ class EmbeddedPostgres:
             text=True,
             timeout=timeout,
             check=False,
-            **self._user_kwargs(),  # type: ignore[arg-type]
+            user=self._run_as(),
         )
 
     def initialized(self) -> bool:

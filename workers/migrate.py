@@ -8,12 +8,14 @@ push` agree with this command.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from workers.paths import LOCAL_PLATFORM_SQL, MIGRATIONS_DIR
 from workers.sql_split import split_statements
@@ -43,22 +45,33 @@ def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def _platform_stamp() -> str:
+    digest = hashlib.sha256(LOCAL_PLATFORM_SQL.read_bytes()).hexdigest()[:12]
+    return f"{PLATFORM_MARKER} {digest}"
+
+
 def needs_local_platform(conn: psycopg.Connection) -> bool:
-    """True on a plain Postgres, or one this project's platform script prepared."""
+    """True on a plain Postgres, or one an older version of the platform script prepared.
+
+    A Supabase project has its own `auth.users` (no marker): it is never touched.
+    """
     row = conn.execute(
         "select to_regclass('auth.users') is not null, "
         "coalesce(obj_description(to_regnamespace('auth'), 'pg_namespace'), '')"
     ).fetchone()
     assert row is not None
     has_users, comment = row
-    return not has_users or comment == PLATFORM_MARKER
+    if not has_users:
+        return True
+    return str(comment).startswith(PLATFORM_MARKER) and comment != _platform_stamp()
 
 
 def apply_local_platform(conn: psycopg.Connection) -> bool:
     if not needs_local_platform(conn):
         return False
     with conn.transaction():
-        conn.execute(LOCAL_PLATFORM_SQL.read_text())  # type: ignore[arg-type]
+        conn.execute(LOCAL_PLATFORM_SQL.read_text())
+        conn.execute(sql.SQL("comment on schema auth is {}").format(sql.Literal(_platform_stamp())))
     return True
 
 
@@ -100,7 +113,7 @@ def apply_migration(conn: psycopg.Connection, migration: Migration) -> None:
         with conn.transaction():
             for statement in statements:
                 try:
-                    conn.execute(statement.text)  # type: ignore[arg-type]
+                    conn.execute(statement.text)
                 except psycopg.Error as exc:
                     diag = exc.diag
                     line = statement.line
