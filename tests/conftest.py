@@ -114,3 +114,10 @@ def fresh_db(pg_admin_url: str, template_url: str) -> Iterator[str]:
         yield _with_database(pg_admin_url, name)
     finally:
         _drop(pg_admin_url, name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that touches the database `db`, so CI can rerun just those on PG 15."""
+    for item in items:
+        if "pg_admin_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)

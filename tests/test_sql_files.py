@@ -18,7 +18,7 @@ def test_sql_file(path: Path, db: psycopg.Connection[Any]) -> None:
     for statement in split_statements(path.read_text()):
         try:
             with db.cursor() as cur:
-                cur.execute(statement.text)  # type: ignore[arg-type]
+                cur.execute(statement.text)
         except psycopg.Error as exc:
             first_line = statement.text.splitlines()[0]
             pytest.fail(

@@ -1,0 +1,53 @@
+"""Lint and types are part of the tests: ruff, mypy, sqlfluff, and deno for the Edge Functions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DENO = ROOT / "node_modules" / ".bin" / "deno"
+FUNCTIONS = ROOT / "supabase" / "functions"
+
+
+def run(*cmd: str | Path) -> None:
+    result = subprocess.run(
+        [str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{' '.join(map(str, cmd))}\n{result.stdout}\n{result.stderr}"
+
+
+def test_ruff_check() -> None:
+    run(BIN / "ruff", "check", "workers", "tests", "bench")
+
+
+def test_ruff_format() -> None:
+    run(BIN / "ruff", "format", "--check", "workers", "tests", "bench")
+
+
+def test_mypy() -> None:
+    run(BIN / "mypy")
+
+
+def test_sqlfluff() -> None:
+    run(BIN / "sqlfluff", "lint", "supabase/migrations", "sql_tests")
+
+
+def _has_functions() -> bool:
+    return any(FUNCTIONS.glob("*/index.ts"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("fmt", "--check"), ("lint",), ("check",)],
+    ids=["deno-fmt", "deno-lint", "deno-check"],
+)
+def test_deno(args: tuple[str, ...]) -> None:
+    if not _has_functions():
+        pytest.skip("no Edge Functions yet")
+    targets = [str(p) for p in sorted(FUNCTIONS.glob("**/*.ts"))]
+    run(DENO, *args, *targets)
