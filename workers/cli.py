@@ -14,6 +14,7 @@ from types import FrameType
 from workers.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
 from workers.migrate import MigrationError, migrate
 from workers.paths import STATE_DIR
+from workers.settings import DEFAULT_SERVE_PORT, SettingsError
 
 DEFAULT_DB_PORT = 54322
 
@@ -71,6 +72,55 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from workers.settings import load_settings
+
+    load_settings()  # fail fast, naming every missing variable
+    uvicorn.run(
+        "workers.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_level="warning",
+    )
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from workers.db import SyncDatabase
+    from workers.jobs import Jobs
+    from workers.logs import setup_logging
+    from workers.providers import make_stripe_client, make_twilio_client
+    from workers.settings import load_settings
+
+    settings = load_settings()
+    setup_logging()
+    db = SyncDatabase(settings.database_url)
+    jobs = Jobs(
+        db=db,
+        stripe_client=make_stripe_client(settings.stripe_secret_key, settings.stripe_api_base),
+        twilio=make_twilio_client(
+            settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base
+        ),
+        poll_seconds=args.poll_seconds,
+    )
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        jobs.stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        jobs.run()
+    finally:
+        db.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callbalance", description="Call Balance: a prepaid wallet for AI call minutes."
@@ -93,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--db-port", type=int, help=f"embedded Postgres port ({DEFAULT_DB_PORT})")
         if name == "migrate":
             p.add_argument("--database-url", help="migrate this database instead")
+    serve = add("serve", cmd_serve, "run the webhook worker service (Stripe and Twilio)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    jobs = add("jobs", cmd_jobs, "run the background jobs: auto-refill, reconciliation, renewals")
+    jobs.add_argument("--poll-seconds", type=float, default=5.0)
     return parser
 
 
@@ -100,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (EmbeddedPostgresError, MigrationError) as exc:
+    except (EmbeddedPostgresError, MigrationError, SettingsError) as exc:
         print(f"callbalance: {exc}", file=sys.stderr)
         return 1
 

@@ -1,0 +1,237 @@
+"""The worker service: Stripe and Twilio webhooks, health and readiness.
+
+Each route verifies the provider's signature on the exact bytes it received,
+calls one SQL function as service_role, and answers only after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+import psycopg
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from workers import stripe_events, twilio_calls
+from workers.db import Database, RpcError, migrations_current
+from workers.logs import log
+from workers.settings import Settings
+
+TWIML = "application/xml"
+
+
+class Ack(BaseModel):
+    received: bool
+    outcome: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    details: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+
+
+STRIPE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": Ack, "description": "Verified; applied, a duplicate, or skipped with a reason"},
+    400: {"model": ErrorBody, "description": "Missing or invalid Stripe-Signature"},
+    503: {"model": ErrorBody, "description": "Database unavailable; Stripe retries"},
+}
+TWILIO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorBody, "description": "Missing or invalid X-Twilio-Signature"},
+    503: {"model": ErrorBody, "description": "Database unavailable; Twilio retries"},
+}
+
+
+def _error(status: int, error: str, details: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "details": details}, status_code=status)
+
+
+def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
+    database = db or Database(settings.database_url, max_size=settings.db_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await database.open()
+        try:
+            yield
+        finally:
+            await database.close()
+
+    app = FastAPI(
+        title="Call Balance workers",
+        version="0.1.0",
+        description="Stripe and Twilio webhooks of the Call Balance prepaid wallet.",
+        lifespan=lifespan,
+    )
+    app.state.db = database
+
+    @app.middleware("http")
+    async def access_log(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        request.state.log = {}
+        response = await call_next(request)
+        log(
+            "request",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            **request.state.log,
+        )
+        return response
+
+    @app.get("/healthz", response_model=Health, summary="The process is up")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        summary="The database is reachable and its migrations are current",
+        responses={503: {"model": ErrorBody}},
+    )
+    async def readyz() -> Any:
+        ok, why = await database.ready()
+        if not ok:
+            return _error(503, "not ready", why)
+        current = await asyncio.to_thread(migrations_current, settings.database_url)
+        if not current:
+            return _error(503, "not ready", "migrations pending")
+        return Health(status="ready")
+
+    async def stripe_webhook(request: Request) -> Any:
+        payload = await request.body()
+        try:
+            stripe_events.verify(
+                payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret
+            )
+        except stripe_events.BadSignature as exc:
+            request.state.log.update(outcome="rejected", reason=str(exc))
+            return _error(400, "invalid signature", str(exc))
+        try:
+            event = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            request.state.log.update(outcome="skipped", reason="malformed JSON")
+            return Ack(received=True, outcome="skipped: malformed JSON")
+        plan = stripe_events.plan_for(event)
+        fields = {"event_id": event.get("id"), "event_type": event.get("type")}
+        if plan.skip is not None:
+            request.state.log.update(fields, outcome="skipped", reason=plan.skip)
+            return Ack(received=True, outcome=f"skipped: {plan.skip}")
+        try:
+            outcome = await stripe_events.process_event(database, event, plan)
+        except RpcError as exc:
+            # A permanent refusal (bad amount, unknown user): retrying cannot help.
+            request.state.log.update(fields, outcome="refused", reason=exc.message)
+            return Ack(received=True, outcome=f"refused: {exc.message}")
+        except (psycopg.Error, OSError) as exc:
+            request.state.log.update(fields, outcome="error", reason=type(exc).__name__)
+            return _error(503, "database unavailable", "retry later")
+        request.state.log.update(fields, outcome=outcome)
+        return Ack(received=True, outcome=outcome)
+
+    for path in ("/stripe/webhook", "/api/stripe/webhook"):
+        app.add_api_route(
+            path,
+            stripe_webhook,
+            methods=["POST"],
+            response_model=Ack,
+            responses=STRIPE_RESPONSES,
+            summary="Stripe webhook endpoint (signed events)",
+            operation_id="stripe_webhook" + ("_api" if path.startswith("/api") else ""),
+            openapi_extra={"requestBody": _raw_body("application/json", "A Stripe event")},
+        )
+
+    async def twilio_params(request: Request) -> dict[str, str] | JSONResponse:
+        body = (await request.body()).decode("utf-8", errors="replace")
+        params = dict(parse_qsl(body, keep_blank_values=True))
+        url = settings.public_url + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        signature = request.headers.get("x-twilio-signature")
+        if not twilio_calls.signature_valid(settings.twilio_auth_token, url, params, signature):
+            request.state.log.update(outcome="rejected", reason="bad Twilio signature")
+            return _error(403, "invalid signature", "X-Twilio-Signature does not match")
+        if params.get("AccountSid") not in (None, settings.twilio_account_sid):
+            request.state.log.update(outcome="rejected", reason="another account")
+            return _error(403, "wrong account", "AccountSid is not this system's")
+        return params
+
+    @app.post(
+        "/twilio/voice",
+        summary="Twilio voice webhook: authorize the call and answer TwiML",
+        responses={200: {"content": {TWIML: {}}, "description": "TwiML"}, **TWILIO_RESPONSES},
+        openapi_extra={"requestBody": _raw_body("application/x-www-form-urlencoded", "Twilio")},
+    )
+    async def twilio_voice(request: Request) -> Response:
+        params = await twilio_params(request)
+        if isinstance(params, JSONResponse):
+            return params
+        try:
+            answer = await twilio_calls.answer_voice(
+                database,
+                params,
+                status_url=settings.public_url + "/twilio/call-status",
+                inbound_dial=settings.twilio_inbound_dial,
+                default_caller_id=settings.twilio_caller_id,
+            )
+        except (psycopg.Error, OSError) as exc:
+            request.state.log.update(outcome="error", reason=type(exc).__name__)
+            return _error(503, "database unavailable", "retry later")
+        request.state.log.update(call_sid=params.get("CallSid"), outcome=answer.outcome)
+        return Response(answer.twiml, media_type=TWIML)
+
+    @app.post(
+        "/twilio/call-status",
+        response_model=Ack,
+        summary="Twilio status callback: settle the call once",
+        responses={400: {"model": ErrorBody}, **TWILIO_RESPONSES},
+        openapi_extra={"requestBody": _raw_body("application/x-www-form-urlencoded", "Twilio")},
+    )
+    async def twilio_status(request: Request) -> Any:
+        params = await twilio_params(request)
+        if isinstance(params, JSONResponse):
+            return params
+        try:
+            outcome = await twilio_calls.settle_from_callback(database, params)
+        except twilio_calls.BadCallback as exc:
+            request.state.log.update(outcome="rejected", reason=str(exc))
+            return _error(400, "invalid callback", str(exc))
+        except RpcError as exc:
+            request.state.log.update(outcome="refused", reason=exc.message)
+            return Ack(received=True, outcome=f"refused: {exc.message}")
+        except (psycopg.Error, OSError) as exc:
+            request.state.log.update(outcome="error", reason=type(exc).__name__)
+            return _error(503, "database unavailable", "retry later")
+        request.state.log.update(call_sid=params.get("CallSid"), outcome=outcome)
+        return Ack(received=True, outcome=outcome)
+
+    return app
+
+
+def _raw_body(media_type: str, what: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {media_type: {"schema": {"type": "string", "description": what}}},
+    }
+
+
+def app_from_env() -> FastAPI:
+    """The app for `uvicorn --factory` (several worker processes read the same environment)."""
+    from workers.logs import setup_logging
+    from workers.settings import load_settings
+
+    setup_logging()
+    return create_app(load_settings())

@@ -1,0 +1,149 @@
+"""Database access for the workers: one RPC per transaction, as `service_role`.
+
+Every transaction switches role exactly as PostgREST does for a privileged
+request (`set local role service_role`), so every privilege decision stays in
+the database. SQL errors raised with PostgREST's SQLSTATEs (`PT400`…`PT409`)
+become `RpcError` with that HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, cast
+
+import psycopg
+from psycopg import AsyncConnection, Connection
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from workers.migrate import pending
+
+Params = Sequence[Any] | dict[str, Any] | None
+
+
+class RpcError(Exception):
+    """A refusal from SQL: an HTTP status, a message for a person, and details."""
+
+    def __init__(self, status: int, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "details": self.details.get("details")}
+        for key in ("minRequired", "price", "balance"):
+            if key in self.details:
+                body[key] = self.details[key]
+        if body["details"] is None:
+            body["details"] = self.message
+        return body
+
+
+def rpc_error(exc: psycopg.Error) -> RpcError | None:
+    """The RpcError for a PTxxx SQLSTATE, or None for anything else."""
+    state = exc.sqlstate or ""
+    if not (state.startswith("PT") and state[2:].isdigit()):
+        return None
+    detail_text = exc.diag.message_detail or ""
+    details: dict[str, Any]
+    try:
+        parsed = json.loads(detail_text) if detail_text else {}
+        details = parsed if isinstance(parsed, dict) else {"details": parsed}
+    except json.JSONDecodeError:
+        details = {"details": detail_text}
+    return RpcError(int(state[2:]), exc.diag.message_primary or str(exc), details)
+
+
+class Database:
+    """An async pool for the web service."""
+
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        self.pool = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": False, "row_factory": dict_row},
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True, timeout=30)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def service(self) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
+        """A transaction acting as service_role; commits on success."""
+        async with self.pool.connection() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute("set local role service_role")
+                    yield cast(AsyncConnection[dict[str, Any]], conn)
+            except psycopg.Error as exc:
+                mapped = rpc_error(exc)
+                if mapped is not None:
+                    raise mapped from exc
+                raise
+
+    async def call(self, sql: str, params: Params = None) -> Any:
+        """One RPC in its own transaction; returns the first column of the first row."""
+        async with self.service() as conn:
+            cur = await conn.execute(sql, params)
+            row = await cur.fetchone()
+        return None if row is None else next(iter(row.values()))
+
+    async def ready(self) -> tuple[bool, str]:
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute("select 1")
+        except Exception as exc:  # any failure means not ready
+            return False, f"database unreachable: {type(exc).__name__}"
+        return True, "ok"
+
+
+class SyncDatabase:
+    """A small sync pool for the background jobs."""
+
+    def __init__(self, url: str, *, max_size: int = 4) -> None:
+        self.url = url
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=True,
+            kwargs={"autocommit": False, "row_factory": dict_row},
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def service(self) -> Iterator[Connection[dict[str, Any]]]:
+        with self.pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute("set local role service_role")
+                    yield cast(Connection[dict[str, Any]], conn)
+            except psycopg.Error as exc:
+                mapped = rpc_error(exc)
+                if mapped is not None:
+                    raise mapped from exc
+                raise
+
+    def call(self, sql: str, params: Params = None) -> Any:
+        with self.service() as conn:
+            row = conn.execute(sql, params).fetchone()
+        return None if row is None else next(iter(row.values()))
+
+    def rows(self, sql: str, params: Params = None) -> list[dict[str, Any]]:
+        with self.service() as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def migrations_current(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return not pending(conn)

@@ -1,0 +1,103 @@
+"""`callbalance jobs`: the background loop.
+
+- auto-refill: wakes on `NOTIFY refill_requests` (within a second of the
+  debit that enqueued it), with a polling fallback;
+- reconciliation of holds without a status callback, every minute;
+- number renewals and releases, hourly.
+Several processes may run at once: every claim is `for update skip locked`
+and every SQL step is idempotent. SIGTERM stops the loop between steps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+import stripe
+from twilio.rest import Client as TwilioClient
+
+from workers import auto_refill, twilio_jobs
+from workers.db import SyncDatabase
+from workers.logs import log
+
+
+@dataclass
+class Schedule:
+    every: float
+    run: Callable[[], object]
+    name: str
+    next_at: float = 0.0
+
+
+@dataclass
+class Jobs:
+    db: SyncDatabase
+    stripe_client: stripe.StripeClient
+    twilio: TwilioClient
+    poll_seconds: float = 5.0
+    reconcile_seconds: float = 60.0
+    renew_seconds: float = 3600.0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def refills(self) -> object:
+        return auto_refill.run_once(self.db, self.stripe_client)
+
+    def reconcile(self) -> object:
+        return twilio_jobs.reconcile_holds(self.db, self.twilio)
+
+    def renew(self) -> object:
+        renewed = twilio_jobs.renew_numbers(self.db)
+        released = twilio_jobs.release_numbers(self.db, self.twilio)
+        return {"renewals": renewed, "releases": released}
+
+    def run(self) -> None:
+        schedules = [
+            Schedule(self.poll_seconds, self.refills, "auto-refill"),
+            Schedule(self.reconcile_seconds, self.reconcile, "reconcile holds"),
+            Schedule(self.renew_seconds, self.renew, "renew numbers"),
+        ]
+        wake = threading.Event()
+        listener = threading.Thread(target=self._listen, args=(wake,), daemon=True)
+        listener.start()
+        log("jobs started")
+        while not self.stop.is_set():
+            now = time.monotonic()
+            woken = wake.is_set()
+            wake.clear()
+            for schedule in schedules:
+                due = now >= schedule.next_at or (woken and schedule.name == "auto-refill")
+                if due and not self.stop.is_set():
+                    self._run_step(schedule)
+                    schedule.next_at = time.monotonic() + schedule.every
+            wait = max(0.0, min(s.next_at for s in schedules) - time.monotonic())
+            wake.wait(timeout=min(wait, 1.0))
+        log("jobs stopped")
+
+    def _run_step(self, schedule: Schedule) -> None:
+        started = time.perf_counter()
+        try:
+            result = schedule.run()
+        except Exception as exc:  # a failed step is retried on its next turn
+            log("job failed", job=schedule.name, error=repr(exc))
+            return
+        if result:
+            log(
+                "job ran",
+                job=schedule.name,
+                result=result,
+                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+
+    def _listen(self, wake: threading.Event) -> None:
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self.db.url, autocommit=True) as conn:
+                    conn.execute("listen refill_requests")
+                    while not self.stop.is_set():
+                        for _note in conn.notifies(timeout=1.0, stop_after=1):
+                            wake.set()
+            except psycopg.Error:
+                self.stop.wait(1.0)
