@@ -121,3 +121,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "pg_admin_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_admin_url: str, template_url: str) -> Iterator[str]:
+    """A fresh migrated database shared by one test module (tests use their own users)."""
+    name = _clone(pg_admin_url)
+    try:
+        yield _with_database(pg_admin_url, name)
+    finally:
+        _drop(pg_admin_url, name)

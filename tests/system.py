@@ -1,0 +1,208 @@
+"""A running system for integration tests: a migrated database, the provider stand-ins,
+and the worker service started as `callbalance serve` in a subprocess (the real HTTP stack).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from workers.embedded_pg import free_port
+from workers.standins import StandinServer
+from workers.standins import stripe_api
+from workers.standins.signing import stripe_signature, twilio_signature
+
+WEBHOOK_SECRET = "whsec_test_current"
+OLD_WEBHOOK_SECRET = "whsec_test_rotated_out"
+ACCOUNT_SID = "AC" + "0" * 31 + "1"
+AUTH_TOKEN = "twilio_test_auth_token"
+STRIPE_KEY = "sk_test_callbalance"
+
+
+@dataclass
+class System:
+    db_url: str
+    worker_url: str
+    stripe: stripe_api.StripeStandin
+    stripe_url: str
+    twilio: Any = None
+    twilio_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    # -- the database, as its owner -------------------------------------------------
+    def rows(self, query: str, params: Any = None) -> list[dict[str, Any]]:
+        with psycopg.connect(self.db_url, row_factory=dict_row) as conn:
+            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+    def one(self, query: str, params: Any = None) -> Any:
+        rows = self.rows(query, params)
+        return next(iter(rows[0].values())) if rows else None
+
+    def service(self, query: str, params: Any = None) -> Any:
+        """One statement as service_role, committed."""
+        with psycopg.connect(self.db_url, row_factory=dict_row) as conn, conn.transaction():
+            conn.execute("set local role service_role")
+            row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        return None if row is None else next(iter(row.values()))
+
+    def new_user(self, plan: str | None = None) -> str:
+        meta = json.dumps({"plan": plan} if plan else {})
+        email = f"u-{uuid.uuid4().hex[:10]}@example.test"
+        with psycopg.connect(self.db_url) as conn:
+            row = conn.execute(
+                "insert into auth.users (email, raw_app_meta_data) values (%s, %s) returning id",
+                (email, meta),
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def balance(self, user: str) -> Decimal:
+        return Decimal(
+            self.one("select balance from public.call_balance where user_id = %s", (user,))
+        )
+
+    def ledger(self, user: str) -> list[dict[str, Any]]:
+        return self.rows(
+            "select * from public.balance_transactions where user_id = %s order by created_at, id",
+            (user,),
+        )
+
+    def drift(self) -> list[dict[str, Any]]:
+        return self.rows("select * from monitoring.ledger_drift")
+
+    # -- Stripe, as Stripe would call the worker -----------------------------------
+    def post_stripe(
+        self,
+        event: dict[str, Any] | bytes,
+        *,
+        secret: str = WEBHOOK_SECRET,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        path: str = "/stripe/webhook",
+    ) -> httpx.Response:
+        payload = event if isinstance(event, bytes) else json.dumps(event).encode()
+        header = (
+            signature if signature is not None else stripe_signature(payload, secret, timestamp)
+        )
+        headers = {"Content-Type": "application/json"}
+        if header:
+            headers["Stripe-Signature"] = header
+        return httpx.post(self.worker_url + path, content=payload, headers=headers, timeout=30)
+
+    # -- Twilio, as Twilio would call the worker -----------------------------------
+    def post_twilio(
+        self,
+        path: str,
+        params: dict[str, str],
+        *,
+        token: str = AUTH_TOKEN,
+        signature: str | None = None,
+    ) -> httpx.Response:
+        url = self.worker_url + path
+        sig = signature if signature is not None else twilio_signature(url, params, token)
+        return httpx.post(url, data=params, headers={"X-Twilio-Signature": sig}, timeout=30)
+
+
+def stripe_event(
+    event_type: str, obj: dict[str, Any], event_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+        "object": "event",
+        "api_version": "2025-09-30.clover",
+        "created": int(time.time()),
+        "type": event_type,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "data": {"object": obj},
+    }
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("worker did not become ready")
+
+
+@contextmanager
+def running_system(db_url: str, twilio_app_factory: Any = None) -> Iterator[System]:
+    port = free_port()
+    worker_url = f"http://127.0.0.1:{port}"
+    config = stripe_api.StripeStandinConfig(
+        webhook_urls=[worker_url + "/stripe/webhook"],
+        webhook_secret=WEBHOOK_SECRET,
+        retry_delays=(0.2, 0.5, 1.0),
+    )
+    standin = stripe_api.StripeStandin(config)
+    stripe_server = StandinServer(stripe_api.create_app(standin))
+    stripe_url = stripe_server.start()
+    twilio_server = None
+    twilio_state = None
+    twilio_url = None
+    if twilio_app_factory is not None:
+        twilio_app, twilio_state = twilio_app_factory()
+        twilio_server = StandinServer(twilio_app)
+        twilio_url = twilio_server.start()
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "PUBLIC_URL": worker_url,
+        "STRIPE_SECRET_KEY": STRIPE_KEY,
+        "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        "STRIPE_API_BASE": stripe_url,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_INBOUND_DIAL": "sip:agent@ai.example.test",
+        "TWILIO_CALLER_ID": "+15005550006",
+    }
+    if twilio_url:
+        env["TWILIO_API_BASE"] = twilio_url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_healthy(worker_url, proc)
+        yield System(
+            db_url=db_url,
+            worker_url=worker_url,
+            stripe=standin,
+            stripe_url=stripe_url,
+            twilio=twilio_state,
+            twilio_url=twilio_url,
+            env=env,
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        stripe_server.stop()
+        standin.close()
+        if twilio_server is not None:
+            twilio_server.stop()
