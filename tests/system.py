@@ -21,8 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from workers.embedded_pg import free_port
-from workers.standins import StandinServer
-from workers.standins import stripe_api
+from workers.standins import StandinServer, stripe_api
 from workers.standins.signing import stripe_signature, twilio_signature
 
 WEBHOOK_SECRET = "whsec_test_current"
@@ -45,7 +44,7 @@ class System:
     # -- the database, as its owner -------------------------------------------------
     def rows(self, query: str, params: Any = None) -> list[dict[str, Any]]:
         with psycopg.connect(self.db_url, row_factory=dict_row) as conn:
-            return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(query, params).fetchall()
 
     def one(self, query: str, params: Any = None) -> Any:
         rows = self.rows(query, params)
@@ -55,7 +54,7 @@ class System:
         """One statement as service_role, committed."""
         with psycopg.connect(self.db_url, row_factory=dict_row) as conn, conn.transaction():
             conn.execute("set local role service_role")
-            row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(query, params).fetchone()
         return None if row is None else next(iter(row.values()))
 
     def new_user(self, plan: str | None = None) -> str:
