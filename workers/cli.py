@@ -6,7 +6,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -15,28 +14,19 @@ from workers.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
 from workers.migrate import MigrationError, migrate
 from workers.paths import STATE_DIR
 from workers.settings import DEFAULT_SERVE_PORT, SettingsError
+from workers.up import UpError
 
 DEFAULT_DB_PORT = 54322
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir or os.environ.get("CALLBALANCE_DATA_DIR") or STATE_DIR / "pgdata")
+    return Path(
+        args.data_dir or os.environ.get("CALLBALANCE_DATA_DIR") or _state_dir(args) / "pgdata"
+    )
 
 
 def _db_port(args: argparse.Namespace) -> int:
     return int(args.db_port or os.environ.get("CALLBALANCE_DB_PORT") or DEFAULT_DB_PORT)
-
-
-def _wait_for_stop() -> None:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    while not stop.wait(0.5):
-        pass
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -53,23 +43,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(
+        getattr(args, "state_dir", None) or os.environ.get("CALLBALANCE_STATE_DIR") or STATE_DIR
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    url = os.environ.get("DATABASE_URL")
-    server = None
-    if not url:
-        server = EmbeddedPostgres(_data_dir(args), port=_db_port(args))
-        print(f"starting embedded Postgres in {server.data_dir} ...", flush=True)
-        url = server.start()
-    try:
-        migrate(url)
-        print(f"database: {url}", flush=True)
-        print("ready; Ctrl-C stops", flush=True)
-        _wait_for_stop()
-    finally:
-        if server is not None:
-            print("stopping Postgres ...", flush=True)
-            server.stop()
-    return 0
+    from workers.up import Ports, run_up
+
+    ports = Ports(
+        db=_db_port(args),
+        functions=args.functions_port,
+        worker=args.worker_port,
+        stripe=args.stripe_port,
+        twilio=args.twilio_port,
+    )
+    return run_up(_state_dir(args), ports)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -121,6 +111,49 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _running(args: argparse.Namespace) -> dict[str, str]:
+    """The URLs of the system `callbalance up` started, or the environment's."""
+    from workers.up import LOCAL_JWT_SECRET, read_state
+
+    if os.environ.get("DATABASE_URL"):
+        return {
+            "database_url": os.environ["DATABASE_URL"],
+            "jwt_secret": os.environ.get("SUPABASE_JWT_SECRET", LOCAL_JWT_SECRET),
+        }
+    return read_state(_state_dir(args))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from workers.report import collect, render
+
+    data = collect(_running(args)["database_url"], args.user)
+    if args.json:
+        print(json.dumps(data, default=str, indent=2))
+    else:
+        print(render(data))
+    if data["ledger_drift"]:
+        print("ledger drift found: balances differ from their ledgers", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    import json
+
+    from workers.report import create_user
+
+    state = _running(args)
+    try:
+        user = create_user(state["database_url"], args.email, args.plan, state["jwt_secret"])
+    except ValueError as exc:
+        print(f"callbalance: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(user, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callbalance", description="Call Balance: a prepaid wallet for AI call minutes."
@@ -134,21 +167,36 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    for name, fn, text in (
-        ("up", cmd_up, "run the whole system locally until Ctrl-C"),
-        ("migrate", cmd_migrate, "apply the local platform and pending migrations"),
-    ):
-        p = add(name, fn, text)
-        p.add_argument("--data-dir", help="embedded Postgres data directory")
-        p.add_argument("--db-port", type=int, help=f"embedded Postgres port ({DEFAULT_DB_PORT})")
-        if name == "migrate":
-            p.add_argument("--database-url", help="migrate this database instead")
+    up = add("up", cmd_up, "run the whole system locally until Ctrl-C")
+    up.add_argument("--state-dir", help="where data, logs and up.json live (.callbalance)")
+    up.add_argument("--db-port", type=int, help=f"embedded Postgres port ({DEFAULT_DB_PORT})")
+    up.add_argument("--functions-port", type=int, default=54321)
+    up.add_argument("--worker-port", type=int, default=DEFAULT_SERVE_PORT)
+    up.add_argument("--stripe-port", type=int, default=12111, help="Stripe stand-in port")
+    up.add_argument("--twilio-port", type=int, default=12112, help="Twilio stand-in port")
+
+    mig = add("migrate", cmd_migrate, "apply the local platform and pending migrations")
+    mig.add_argument("--data-dir", help="embedded Postgres data directory")
+    mig.add_argument("--db-port", type=int, help=f"embedded Postgres port ({DEFAULT_DB_PORT})")
+    mig.add_argument("--database-url", help="migrate this database instead")
     serve = add("serve", cmd_serve, "run the webhook worker service (Stripe and Twilio)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     jobs = add("jobs", cmd_jobs, "run the background jobs: auto-refill, reconciliation, renewals")
     jobs.add_argument("--poll-seconds", type=float, default=5.0)
+    report = add("report", cmd_report, "balances, ledger, drift, revenue (non-zero on drift)")
+    report.add_argument("--state-dir")
+    report.add_argument("--json", action="store_true", help="machine-readable output")
+    report.add_argument("--user", metavar="EMAIL", help="one account's history")
+
+    user = sub.add_parser("user", help="local users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create a local user and print a signed JWT")
+    create.set_defaults(func=cmd_user_create)
+    create.add_argument("--email", required=True)
+    create.add_argument("--plan", help="classic or starter (default: the default plan)")
+    create.add_argument("--state-dir")
     return parser
 
 
@@ -156,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (EmbeddedPostgresError, MigrationError, SettingsError) as exc:
+    except (EmbeddedPostgresError, MigrationError, SettingsError, UpError) as exc:
         print(f"callbalance: {exc}", file=sys.stderr)
         return 1
 

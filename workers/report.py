@@ -1,0 +1,105 @@
+"""`callbalance report` and `callbalance user create`: the operator's view of a running system."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import jwt
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+VIEWS = [
+    ("balances", "Balances", "balance"),
+    ("transactions", "Latest transactions", None),
+    ("low_balances", "Low balances", None),
+    ("ledger_drift", "Ledger drift (must be empty)", None),
+    ("refill_failures", "Refill failures", None),
+    ("daily_revenue", "Revenue by day", None),
+    ("minutes_by_day", "Minutes by day", None),
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)[:40]
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "  (none)"
+    headers = list(rows[0].keys())
+    cells = [[_cell(row[h]) for h in headers] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  " + "  ".join("-" * w for w in widths))
+    for row in cells:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def collect(database_url: str, user_email: str | None = None, limit: int = 50) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        for view, _title, _ in VIEWS:
+            query = sql.SQL("select * from monitoring.{} limit %s").format(sql.Identifier(view))
+            out[view] = conn.execute(query, (limit,)).fetchall()
+        if user_email:
+            out["user"] = conn.execute(
+                "select bt.created_at, bt.type, bt.reason, bt.amount, bt.balance_after, "
+                "bt.description from public.balance_transactions bt "
+                "join auth.users u on u.id = bt.user_id where u.email = %s "
+                "order by bt.created_at desc, bt.id desc limit %s",
+                (user_email, limit),
+            ).fetchall()
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    parts = []
+    for view, title, _ in VIEWS:
+        parts.append(f"{title}\n{table(data[view])}")
+    if "user" in data:
+        parts.append(f"Account history\n{table(data['user'])}")
+    return "\n\n".join(parts)
+
+
+def create_user(database_url: str, email: str, plan: str | None, jwt_secret: str) -> dict[str, Any]:
+    meta = json.dumps({"plan": plan} if plan else {})
+    with psycopg.connect(database_url) as conn:
+        if plan is not None:
+            known = conn.execute("select 1 from public.billing_plans where id = %s", (plan,))
+            if known.fetchone() is None:
+                raise ValueError(f"unknown plan {plan!r}")
+        row = conn.execute(
+            "insert into auth.users (email, raw_app_meta_data) values (%s, %s) "
+            "on conflict (email) do nothing returning id",
+            (email, meta),
+        ).fetchone()
+        if row is None:
+            raise ValueError(f"a user with email {email} exists already")
+    user_id = uuid.UUID(str(row[0]))
+    now = int(time.time())
+    token = jwt.encode(
+        {
+            "sub": str(user_id),
+            "email": email,
+            "role": "authenticated",
+            "aud": "authenticated",
+            "iat": now,
+            "exp": now + 24 * 3600,
+        },
+        jwt_secret,
+        algorithm="HS256",
+    )
+    return {"id": str(user_id), "email": email, "plan": plan, "jwt": token}
