@@ -100,9 +100,7 @@ function toNumber(value: unknown): unknown {
 export function errorResponse(err: unknown): Response {
   const known = err instanceof HttpError ? err : fromDatabaseError(err);
   if (known !== null) {
-    if (known.status >= 500) {
-      console.error(known.log ?? known.message, known.cause ?? "");
-    }
+    if (known.status >= 500) console.error(known.log ?? known.message);
     return new Response(JSON.stringify(known.body), {
       status: known.status,
       headers: { ...corsHeaders, "Content-Type": "application/json" },
