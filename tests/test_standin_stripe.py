@@ -240,7 +240,7 @@ def test_missing_or_wrong_key_is_401_in_stripes_shape(env: Env) -> None:
 def test_customers_create_retrieve_list_search(env: Env) -> None:
     ada = _customer(env, "ada@example.com")
     _customer(env, "bob@example.com")
-    assert ada.id.startswith("cus_") and (ada.metadata or {})["user_id"] == "u-1"
+    assert ada.id.startswith("cus_") and ada.to_dict()["metadata"]["user_id"] == "u-1"
     assert env.client.v1.customers.retrieve(ada.id).email == "ada@example.com"
     listed = env.client.v1.customers.list(params={"email": "ada@example.com"})
     assert [c.id for c in listed.data] == [ada.id]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from workers.standins import StandinServer
+from workers.standins import StandinServer, stripe_api, twilio_api
 
 
 def _split(value: str | None) -> list[str]:
@@ -44,8 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.which == "stripe":
-        from workers.standins import stripe_api
-
         config = stripe_api.StripeStandinConfig(
             webhook_urls=_split(args.webhook_url),
             webhook_secret=args.webhook_secret,
@@ -55,8 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         app = stripe_api.create_app(config=config)
     else:
-        from workers.standins import twilio_api
-
         twilio_config = twilio_api.TwilioStandinConfig(
             account_sid=args.account_sid,
             auth_token=args.auth_token,
