@@ -11,16 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from decimal import Decimal
+from functools import partial
 from typing import Any, cast
 
 import psycopg
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from workers.migrate import pending
 
 Params = Sequence[Any] | dict[str, Any] | None
+
+# Money in JSON results stays exact: numbers become Decimal, never float.
+set_json_loads(partial(json.loads, parse_float=Decimal))
 
 
 class RpcError(Exception):

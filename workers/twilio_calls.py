@@ -111,6 +111,8 @@ async def answer_voice(
     if not hold.get("allowed"):
         reason = str(hold.get("reason") or "")
         sentence = REFUSALS.get(reason, "This call cannot be placed right now.")
+        if hold.get("minRequired") is not None:
+            sentence += f" A balance of at least {hold['minRequired']} dollars is required."
         return refuse(sentence, f"refused: {reason or 'not allowed'}")
 
     response = VoiceResponse()

@@ -7,6 +7,7 @@ number goes) are SQL's; this module asks Twilio what happened and reports it.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -31,9 +32,12 @@ def _duration_of(twilio: TwilioClient, call_sid: str) -> int | None:
     return None
 
 
-def reconcile_holds(db: SyncDatabase, twilio: TwilioClient, limit: int = 100) -> dict[str, int]:
+def reconcile_holds(
+    db: SyncDatabase, twilio: TwilioClient, limit: int = 100, at: datetime | None = None
+) -> dict[str, int]:
+    """Settle overdue holds from Twilio's Calls API; `at` overrides the clock (tests)."""
     counts = {"settled": 0, "unknown": 0, "running": 0, "released": 0, "errors": 0}
-    for hold in db.rows("select * from billing.stale_holds(now(), %s)", (limit,)):
+    for hold in db.rows("select * from billing.stale_holds(%s, %s)", (at, limit)):
         sid = hold["call_sid"]
         try:
             seconds = _duration_of(twilio, sid)
@@ -59,19 +63,19 @@ def reconcile_holds(db: SyncDatabase, twilio: TwilioClient, limit: int = 100) ->
         except RpcError as exc:
             log("reconciliation refused", call_sid=sid, reason=exc.message)
             counts["errors"] += 1
-    counts["released"] = int(db.call("select billing.release_expired_holds()") or 0)
+    counts["released"] = int(db.call("select billing.release_expired_holds(%s)", (at,)) or 0)
     return counts
 
 
-def renew_numbers(db: SyncDatabase) -> dict[str, Any]:
-    result: dict[str, Any] = db.call("select billing.renew_numbers()")
+def renew_numbers(db: SyncDatabase, at: datetime | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = db.call("select billing.renew_numbers(%s)", (at,))
     return result
 
 
 def release_numbers(db: SyncDatabase, twilio: TwilioClient, limit: int = 50) -> dict[str, int]:
     counts = {"released": 0, "errors": 0}
     for number in db.rows("select * from billing.numbers_to_release(%s)", (limit,)):
-        sid = number.get("twilio_sid") or number.get("provider_sid")
+        sid = number.get("provider_sid")
         try:
             if sid:
                 twilio.incoming_phone_numbers(sid).delete()

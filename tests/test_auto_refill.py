@@ -1,0 +1,225 @@
+"""Auto-refill end to end against the Stripe stand-in: one charge per refill, whatever happens."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.system import STRIPE_KEY, System, running_system
+from workers import auto_refill
+from workers.db import SyncDatabase
+from workers.providers import make_stripe_client
+
+
+@pytest.fixture(scope="module")
+def system(module_db: str) -> Iterator[System]:
+    with running_system(module_db) as running:
+        yield running
+
+
+@pytest.fixture
+def jobs_db(system: System) -> Iterator[SyncDatabase]:
+    db = SyncDatabase(system.db_url)
+    yield db
+    db.close()
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def top_up_with_saved_card(system: System, user: str, cents: int) -> str:
+    """Pay a checkout at the stand-in with the card saved for later; return the customer id."""
+    client = make_stripe_client(STRIPE_KEY, system.stripe_url)
+    session = client.v1.checkout.sessions.create(
+        params={
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": "usd",
+                        "unit_amount": cents,
+                        "product_data": {"name": "top-up"},
+                    },
+                }
+            ],
+            "metadata": {"purpose": "topup", "user_id": user},
+            "payment_intent_data": {
+                "setup_future_usage": "off_session",
+                "metadata": {"purpose": "topup", "user_id": user},
+            },
+            "customer_creation": "always",
+            "success_url": "https://app.example.test/ok",
+            "cancel_url": "https://app.example.test/no",
+        }
+    )
+    assert httpx.post(f"{system.stripe_url}/checkout/{session.id}/pay", timeout=10).is_success
+    expected = Decimal(cents) / 100
+    assert wait_for(lambda: system.balance(user) == expected)
+    assert wait_for(
+        lambda: system.one(
+            "select stripe_payment_method_id is not null from public.call_balance "
+            "where user_id = %s",
+            (user,),
+        )
+    )
+    customer = system.one(
+        "select stripe_customer_id from public.call_balance where user_id = %s", (user,)
+    )
+    assert customer
+    return str(customer)
+
+
+def enable_auto_refill(system: System, user: str, amount: int = 50, threshold: int = 10) -> None:
+    with psycopg.connect(system.db_url) as conn, conn.transaction():
+        conn.execute("set local role authenticated")
+        claims = json.dumps({"sub": user, "role": "authenticated"})
+        conn.execute("select set_config('request.jwt.claims', %s, true)", (claims,))
+        conn.execute("select public.update_auto_refill_settings(true, %s, %s)", (amount, threshold))
+
+
+def call(system: System, user: str, seconds: int) -> dict[str, Any]:
+    sid = "CA" + uuid.uuid4().hex
+    system.service("select billing.authorize_call(%s, %s::uuid)", (sid, user))
+    result: dict[str, Any] = system.service(
+        "select billing.settle_call(%s, %s::uuid, %s)", (sid, user, seconds)
+    )
+    return result
+
+
+def charges_of(system: System, customer: str) -> list[dict[str, Any]]:
+    return [c for c in system.stripe.charges() if c.get("customer") == customer]
+
+
+def test_seed_flow_balance_9_auto_refill_50_make_a_call(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    """Seed 000: balance $9, auto-refill on at $50, make a call → topped up."""
+    user = system.new_user("classic")
+    customer = top_up_with_saved_card(system, user, 900)
+    enable_auto_refill(system, user)
+    call(system, user, 60)  # 1 minute at $0.10 → $8.90, below the $10 threshold
+    assert system.balance(user) == Decimal("8.90")
+    outcomes = auto_refill.run_once(jobs_db, make_stripe_client(STRIPE_KEY, system.stripe_url))
+    assert [o.outcome for o in outcomes] == ["charged"]
+    assert system.balance(user) == Decimal("58.90")
+    assert len(charges_of(system, customer)) == 2  # the top-up and one refill
+    assert system.stripe.dispatcher.wait_idle(10)
+    assert system.balance(user) == Decimal("58.90")  # the webhook that follows is a duplicate
+    refill = system.ledger(user)[-1]
+    assert refill["amount"] == Decimal("50.00") and refill["type"] == "credit"
+    assert system.one(
+        "select last_refill_at is not null from public.call_balance where user_id = %s", (user,)
+    )
+    assert system.drift() == []
+
+
+def test_a_burst_of_debits_charges_once(system: System, jobs_db: SyncDatabase) -> None:
+    user = system.new_user("classic")
+    customer = top_up_with_saved_card(system, user, 1200)
+    enable_auto_refill(system, user)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _i: call(system, user, 120), range(20)))
+    assert system.balance(user) == Decimal("8.00")  # 20 × 2 min × $0.10 = $4
+    stripe_client = make_stripe_client(STRIPE_KEY, system.stripe_url)
+    for _ in range(3):
+        auto_refill.run_once(jobs_db, stripe_client)
+    assert len(charges_of(system, customer)) == 2
+    assert system.balance(user) == Decimal("58.00")
+
+
+def test_three_declines_turn_auto_refill_off_with_an_alert(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    customer = top_up_with_saved_card(system, user, 1000)
+    enable_auto_refill(system, user)
+    system.stripe.set_card_behaviour(customer, "decline", "insufficient_funds")
+    stripe_client = make_stripe_client(STRIPE_KEY, system.stripe_url)
+    call(system, user, 60)
+    outcomes = []
+    for _ in range(3):
+        outcomes += [o.outcome for o in auto_refill.run_once(jobs_db, stripe_client)]
+        # Skip the backoff: the next attempt is due now.
+        with psycopg.connect(system.db_url) as conn:
+            conn.execute(
+                "update public.refill_requests set next_attempt_at = now() where user_id = %s",
+                (user,),
+            )
+    assert outcomes == ["failed: insufficient_funds"] * 3
+    assert system.stripe.dispatcher.wait_idle(10)  # payment_failed webhooks count no extra failure
+    state = system.rows(
+        "select auto_refill_enabled, balance from public.call_balance where user_id = %s", (user,)
+    )[0]
+    assert state == {"auto_refill_enabled": False, "balance": Decimal("9.90")}
+    alerts = {
+        a["type"]
+        for a in system.rows("select type from public.billing_alerts where user_id = %s", (user,))
+    }
+    assert "auto_refill_disabled" in alerts
+    assert charges_of(system, customer) and len(charges_of(system, customer)) == 1
+
+
+def test_a_crash_after_charging_reruns_with_the_same_key(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    customer = top_up_with_saved_card(system, user, 1000)
+    enable_auto_refill(system, user)
+    call(system, user, 60)
+    stripe_client = make_stripe_client(STRIPE_KEY, system.stripe_url)
+    [claimed] = jobs_db.rows("select * from billing.claim_refills(10)")
+    auto_refill.charge(stripe_client, claimed)  # Stripe charged; then the job died
+    system.stripe.dispatcher.wait_idle(10)
+    with psycopg.connect(system.db_url) as conn:
+        conn.execute(
+            "update public.refill_requests set claimed_at = now() - interval '11 minutes' "
+            "where id = %s and status = 'processing'",
+            (claimed["id"],),
+        )
+    for _ in range(2):
+        auto_refill.run_once(jobs_db, stripe_client)
+    assert len(charges_of(system, customer)) == 2  # the top-up and exactly one refill
+    assert system.balance(user) == Decimal("59.90")
+    assert system.drift() == []
+
+
+def test_the_jobs_process_refills_within_a_second_of_the_debit(system: System) -> None:
+    user = system.new_user("classic")
+    top_up_with_saved_card(system, user, 1000)
+    enable_auto_refill(system, user)
+    env = dict(system.env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "jobs", "--poll-seconds", "60"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(1.5)  # the first poll has run; from now on only NOTIFY wakes it early
+        call(system, user, 60)
+        started = time.monotonic()
+        assert wait_for(lambda: system.balance(user) == Decimal("59.90"), timeout=10)
+        elapsed = time.monotonic() - started
+        assert elapsed < 5, f"refill took {elapsed:.2f}s"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0

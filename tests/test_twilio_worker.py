@@ -1,0 +1,374 @@
+"""The Twilio worker through the real HTTP stack, with calls played as Twilio plays them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.system import ACCOUNT_SID, AUTH_TOKEN, System, running_system
+from workers import twilio_jobs
+from workers.db import SyncDatabase
+from workers.providers import make_twilio_client
+from workers.standins import twilio_api
+from workers.standins.signing import twilio_signature
+
+
+def twilio_factory() -> tuple[Any, twilio_api.TwilioStandin]:
+    standin = twilio_api.TwilioStandin(
+        twilio_api.TwilioStandinConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+    )
+    return twilio_api.create_app(standin), standin
+
+
+@pytest.fixture(scope="module")
+def system(module_db: str) -> Iterator[System]:
+    with running_system(module_db, twilio_factory) as running:
+        yield running
+
+
+@pytest.fixture
+def jobs_db(system: System) -> Iterator[SyncDatabase]:
+    db = SyncDatabase(system.db_url)
+    yield db
+    db.close()
+
+
+def twilio_client(system: System) -> Any:
+    return make_twilio_client(ACCOUNT_SID, AUTH_TOKEN, system.twilio_url)
+
+
+def fund(system: System, user: str, cents: int) -> None:
+    system.service(
+        "select billing.credit_topup(%s::uuid, %s, %s)", (user, cents, f"pi_{uuid.uuid4().hex}")
+    )
+
+
+def give_number(system: System, user: str) -> str:
+    number = f"+1415555{uuid.uuid4().int % 10000:04d}"
+    purchase = system.service("select billing.reserve_number(%s::uuid, %s)", (user, number))
+    system.service(
+        "select billing.confirm_number(%s::uuid, %s)",
+        (purchase["purchaseId"], "PN" + uuid.uuid4().hex),
+    )
+    return number
+
+
+def use_free_minutes(system: System, user: str) -> None:
+    sid = "CA" + uuid.uuid4().hex
+    system.service("select billing.authorize_call(%s, %s::uuid)", (sid, user))
+    system.service("select billing.settle_call(%s, %s::uuid, %s)", (sid, user, 200 * 60))
+
+
+def play(system: System, user: str, seconds: int, **options: Any) -> twilio_api.PlayedCall:
+    return twilio_api.play_call(
+        voice_url=system.worker_url + "/twilio/voice",
+        status_url=system.worker_url + "/twilio/call-status",
+        auth_token=AUTH_TOKEN,
+        params={"From": f"client:{user}", "To": "+14155550123"},
+        answered_seconds=seconds,
+        standin=system.twilio,
+        account_sid=ACCOUNT_SID,
+        **options,
+    )
+
+
+def holds(system: System, user: str) -> list[dict[str, Any]]:
+    return system.rows("select * from public.call_holds where user_id = %s", (user,))
+
+
+def voice_params(user: str) -> dict[str, str]:
+    return {
+        "CallSid": "CA" + uuid.uuid4().hex,
+        "AccountSid": ACCOUNT_SID,
+        "From": f"client:{user}",
+        "To": "+14155550123",
+        "Direction": "inbound",
+        "CallStatus": "ringing",
+    }
+
+
+# -- signatures ------------------------------------------------------------------
+
+
+def test_a_valid_signature_is_answered_with_twiml(system: System) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 100)
+    response = system.post_twilio("/twilio/voice", voice_params(user))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/xml")
+    assert '<Dial callerId="+15005550006" timeLimit="600">' in response.text
+
+
+@pytest.mark.parametrize("attack", ["forged", "wrong_url", "missing", "extra_param", "wrong_token"])
+def test_bad_signatures_are_refused_and_hold_nothing(system: System, attack: str) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 100)
+    params = voice_params(user)
+    url = system.worker_url + "/twilio/voice"
+    signature = twilio_signature(url, params, AUTH_TOKEN)
+    if attack == "forged":
+        signature = "bm90IGEgc2lnbmF0dXJl"
+    elif attack == "wrong_url":
+        signature = twilio_signature("https://evil.example/twilio/voice", params, AUTH_TOKEN)
+    elif attack == "missing":
+        signature = ""
+    elif attack == "extra_param":
+        params = {**params, "To": "+19005550000"}
+    elif attack == "wrong_token":
+        signature = twilio_signature(url, params, "another-token")
+    response = system.post_twilio("/twilio/voice", params, signature=signature)
+    assert response.status_code == 403
+    assert holds(system, user) == []
+    status = system.post_twilio(
+        "/twilio/call-status",
+        {"CallSid": params["CallSid"], "CallStatus": "completed", "CallDuration": "60"},
+        signature=signature,
+    )
+    assert status.status_code == 403
+
+
+# -- the second document's call rules ------------------------------------------------
+
+
+def test_no_active_number_is_refused(system: System) -> None:
+    user = system.new_user("starter")
+    call = play(system, user, 60)
+    assert call.refused and "<Say>" in call.twiml and "<Hangup />" in call.twiml
+    assert "phone number" in call.twiml
+    assert holds(system, user) == []
+
+
+def test_free_minutes_allow_a_call_at_zero_balance(system: System) -> None:
+    user = system.new_user("starter")
+    give_number(system, user)
+    call = play(system, user, 7 * 60 + 5)
+    assert not call.refused
+    assert call.time_limit == 200 * 60  # the whole allowance, nothing paid
+    row = system.rows(
+        "select balance, free_minutes_remaining from public.call_balance where user_id = %s",
+        (user,),
+    )[0]
+    assert row == {"balance": Decimal("0.00"), "free_minutes_remaining": 192}
+
+
+def test_no_free_minutes_and_under_5_dollars_is_refused_with_the_minimum(system: System) -> None:
+    user = system.new_user("starter")
+    give_number(system, user)
+    use_free_minutes(system, user)
+    fund(system, user, 499)
+    call = play(system, user, 60)
+    assert call.refused
+    assert "at least 5.00 dollars is required" in call.twiml
+    assert [h for h in holds(system, user) if h["released_at"] is None] == []
+
+
+def test_time_limit_is_what_the_held_funds_buy(system: System) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 123)  # $1.23 at $0.10/min buys 12 whole minutes
+    call = play(system, user, 3600)
+    assert call.time_limit == 720
+    assert call.duration == 720  # Twilio cut the call at its limit
+    assert system.balance(user) == Decimal("0.03")
+
+
+def test_time_limit_is_capped_at_four_hours(system: System) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 100_000)
+    call = play(system, user, 60)
+    assert call.time_limit == 14400
+
+
+def test_invalid_destination_holds_nothing(system: System) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    params = {**voice_params(user), "To": "not-a-number'); drop table x;--"}
+    response = system.post_twilio("/twilio/voice", params)
+    assert response.status_code == 200 and "<Hangup />" in response.text
+    assert "<Dial" not in response.text
+    assert holds(system, user) == []
+
+
+def test_inbound_calls_bill_the_numbers_owner(system: System) -> None:
+    user = system.new_user("starter")
+    number = give_number(system, user)
+    call = twilio_api.play_call(
+        voice_url=system.worker_url + "/twilio/voice",
+        auth_token=AUTH_TOKEN,
+        params={"From": "+12125550199", "To": number},
+        answered_seconds=90,
+        standin=system.twilio,
+        account_sid=ACCOUNT_SID,
+    )
+    assert not call.refused and call.dial is not None
+    assert call.dial.noun == "Sip" and call.dial.target == "sip:agent@ai.example.test"
+    remaining = system.one(
+        "select free_minutes_remaining from public.call_balance where user_id = %s", (user,)
+    )
+    assert remaining == 198
+
+
+def test_twenty_concurrent_calls_cannot_overdraw(system: System) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 500)
+    with ThreadPoolExecutor(20) as pool:
+        calls = list(pool.map(lambda _i: play(system, user, 10_000), range(20)))
+    limits = [c.time_limit or 0 for c in calls if not c.refused]
+    # Each call's limit is whole minutes; together they buy at most $5.
+    assert sum(limit // 60 for limit in limits) * Decimal("0.10") <= Decimal("5.00")
+    assert sum(limits) > 0
+    assert system.balance(user) >= Decimal("0.00")
+    assert system.drift() == []
+
+
+# -- settlement ----------------------------------------------------------------------
+
+
+def test_duplicate_callbacks_settle_once(system: System) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    call = play(system, user, 241, duplicate_callbacks=5)
+    assert call.callback_statuses == [200] * 5
+    assert system.balance(user) == Decimal("9.50")  # 4 min 1 s → 5 minutes → $0.50
+    logs = system.rows("select * from public.twilio_call_logs where user_id = %s", (user,))
+    assert len(logs) == 1 and logs[0]["billed_minutes"] == 5
+
+
+@pytest.mark.parametrize("outcome", ["busy", "no-answer", "failed", "canceled"])
+def test_unanswered_calls_release_the_hold_and_cost_nothing(system: System, outcome: str) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    play(system, user, 120, dial_outcome=outcome)
+    assert system.balance(user) == Decimal("10.00")
+    assert all(h["released_at"] is not None for h in holds(system, user))
+
+
+def test_malformed_callbacks_are_refused(system: System) -> None:
+    bad = system.post_twilio(
+        "/twilio/call-status",
+        {"CallSid": "CA" + "1" * 32, "CallStatus": "completed", "CallDuration": "-5"},
+    )
+    assert bad.status_code == 400
+
+
+def test_callback_before_voice_then_reconciliation(system: System, jobs_db: SyncDatabase) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    call = play(system, user, 125, callbacks_before_voice=True)
+    assert system.balance(user) <= Decimal("10.00")
+    later = datetime.now(UTC) + timedelta(hours=5)
+    twilio_jobs.reconcile_holds(jobs_db, twilio_client(system), at=later)
+    assert system.balance(user) == Decimal("9.70")  # 125 s → 3 min
+    assert holds(system, user)[0]["released_at"] is not None
+    assert call.call_sid
+
+
+def test_a_missing_callback_is_settled_from_the_calls_api(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    play(system, user, 61, drop_callbacks=True)
+    assert system.balance(user) == Decimal("10.00")
+    counts = twilio_jobs.reconcile_holds(
+        jobs_db, twilio_client(system), at=datetime.now(UTC) + timedelta(hours=5)
+    )
+    assert counts["settled"] >= 1
+    assert system.balance(user) == Decimal("9.80")  # 61 s → 2 min
+    twilio_jobs.reconcile_holds(
+        jobs_db, twilio_client(system), at=datetime.now(UTC) + timedelta(hours=6)
+    )
+    assert system.balance(user) == Decimal("9.80")
+
+
+def test_a_hold_twilio_never_heard_of_expires(system: System, jobs_db: SyncDatabase) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    system.post_twilio("/twilio/voice", voice_params(user))
+    assert holds(system, user)[0]["released_at"] is None
+    counts = twilio_jobs.reconcile_holds(
+        jobs_db, twilio_client(system), at=datetime.now(UTC) + timedelta(hours=5)
+    )
+    assert counts["unknown"] == 1 and counts["released"] >= 1
+    assert holds(system, user)[0]["released_at"] is not None
+    assert system.balance(user) == Decimal("10.00")
+
+
+# -- renewals ----------------------------------------------------------------------
+
+
+def paid_number(system: System, user: str) -> dict[str, Any]:
+    give_number(system, user)  # the free one
+    bought = twilio_client(system).incoming_phone_numbers.create(area_code="415")
+    purchase = system.service(
+        "select billing.reserve_number(%s::uuid, %s)", (user, bought.phone_number)
+    )
+    assert purchase["charged"] == 2
+    system.service(
+        "select billing.confirm_number(%s::uuid, %s)", (purchase["purchaseId"], bought.sid)
+    )
+    return {"sid": bought.sid, "phone_number": bought.phone_number}
+
+
+def test_renewal_charges_a_due_number_once_even_from_two_jobs(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("starter")
+    fund(system, user, 1000)
+    paid_number(system, user)
+    assert system.balance(user) == Decimal("8.00")
+    due = datetime.now(UTC) + timedelta(days=32)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _i: twilio_jobs.renew_numbers(jobs_db, due), range(2)))
+    twilio_jobs.renew_numbers(jobs_db, due)
+    assert system.balance(user) == Decimal("6.00")
+    assert system.drift() == []
+
+
+def test_unpaid_renewal_goes_past_due_then_is_released_at_twilio(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("starter")
+    fund(system, user, 200)
+    number = paid_number(system, user)
+    assert system.balance(user) == Decimal("0.00")
+    due = datetime.now(UTC) + timedelta(days=32)
+    twilio_jobs.renew_numbers(jobs_db, due)
+    status = system.one(
+        "select status from public.user_phone_numbers where provider_sid = %s", (number["sid"],)
+    )
+    assert status == "past_due"
+    alerts = system.rows("select type from public.billing_alerts where user_id = %s", (user,))
+    assert "number_past_due" in {a["type"] for a in alerts}
+    twilio_jobs.renew_numbers(jobs_db, due + timedelta(days=8))
+    released = twilio_jobs.release_numbers(jobs_db, twilio_client(system))
+    assert released["released"] == 1
+    assert number["sid"] in {n["sid"] for n in system.twilio.released}
+    assert (
+        system.one(
+            "select status from public.user_phone_numbers where provider_sid = %s", (number["sid"],)
+        )
+        == "released"
+    )
+
+
+def test_a_top_up_while_past_due_renews_instead(system: System, jobs_db: SyncDatabase) -> None:
+    user = system.new_user("starter")
+    fund(system, user, 200)
+    number = paid_number(system, user)
+    due = datetime.now(UTC) + timedelta(days=32)
+    twilio_jobs.renew_numbers(jobs_db, due)
+    fund(system, user, 1000)
+    twilio_jobs.renew_numbers(jobs_db, due + timedelta(days=1))
+    assert (
+        system.one(
+            "select status from public.user_phone_numbers where provider_sid = %s", (number["sid"],)
+        )
+        == "active"
+    )
+    assert system.balance(user) == Decimal("8.00")
