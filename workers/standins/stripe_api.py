@@ -226,6 +226,7 @@ class WebhookDispatcher:
         self._held: list[str] = []
         self._seq = 0
         self._in_flight = 0
+        self._generation = 0
         self._cond = threading.Condition()
         self._stopped = False
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stripe-webhook")
@@ -321,13 +322,18 @@ class WebhookDispatcher:
         with self._cond:
             return len(self._heap) + self._in_flight + len(self._held)
 
-    def reset(self) -> None:
+    def reset(self, wait: float = 5.0) -> None:
+        """Forget queued events and records; wait (up to `wait` s) for a delivery in flight."""
         with self._cond:
+            self._generation += 1
             self._heap.clear()
             self._held.clear()
-            self.deliveries.clear()
             self.mode = "normal"
             self._cond.notify_all()
+            deadline = time.monotonic() + wait
+            while self._in_flight and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+            self.deliveries.clear()
 
     def close(self) -> None:
         with self._cond:
@@ -354,32 +360,33 @@ class WebhookDispatcher:
                     return
                 job = heapq.heappop(self._heap)
                 self._in_flight += 1
+                generation = self._generation
             try:
-                self._deliver(job)
+                self._deliver(job, generation)
             finally:
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
 
-    def _deliver(self, job: _Job) -> None:
+    def _deliver(self, job: _Job, generation: int) -> None:
         event = self._lookup(job.event_id)
         if event is None:
             return
         if job.copies > 1:
             futures = [
-                self._pool.submit(self._send, event, job.url, job.attempt)
+                self._pool.submit(self._send, event, job.url, job.attempt, generation)
                 for _ in range(job.copies)
             ]
             ok = any([f.result() for f in futures])
         else:
-            ok = self._send(event, job.url, job.attempt)
+            ok = self._send(event, job.url, job.attempt, generation)
         if not ok and job.attempt <= len(self.config.retry_delays):
             with self._cond:
-                if not self._stopped:
+                if not self._stopped and generation == self._generation:
                     due = time.monotonic() + float(self.config.retry_delays[job.attempt - 1])
                     self._push(job.event_id, job.url, due=due, attempt=job.attempt + 1)
 
-    def _send(self, event: Obj, url: str, attempt: int) -> bool:
+    def _send(self, event: Obj, url: str, attempt: int, generation: int) -> bool:
         payload = json.dumps(event, indent=2).encode()
         headers = {
             "Content-Type": "application/json; charset=utf-8",
@@ -397,7 +404,8 @@ class WebhookDispatcher:
         record = self._record(event["id"], event["type"], url, attempt, status=status, error=error)
         record["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         with self._cond:
-            self.deliveries.append(record)
+            if generation == self._generation:
+                self.deliveries.append(record)
         return status is not None and 200 <= status < 300
 
     @staticmethod
@@ -564,6 +572,8 @@ class StripeStandin:
 
     def reset(self) -> None:
         """Forget everything except the configuration; re-seed the prices."""
+        # Not under `self.lock`: a delivery in flight may need it to finish.
+        self.dispatcher.reset()
         with self.lock:
             self.objects.clear()
             self.events.clear()
@@ -572,7 +582,6 @@ class StripeStandin:
             self.faults.clear()
             self.idempotency.clear()
             self.request_log.clear()
-            self.dispatcher.reset()
             self._seed_prices()
 
     def close(self) -> None:
