@@ -1,0 +1,287 @@
+/** buy-number: reserve in SQL, buy at Twilio, confirm — or give everything back. */
+
+import { handler } from "../buy-number/index.ts";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  balanceOf,
+  call,
+  createUser,
+  credit,
+  db,
+  ledgerOf,
+  need,
+  noFreeMinutes,
+  test,
+  type User,
+} from "./helpers.ts";
+
+const TWILIO = need("TWILIO_API_BASE");
+const PUBLIC_URL = need("PUBLIC_URL");
+
+interface TwilioNumber {
+  sid: string;
+  phone_number: string;
+  voice_url: string;
+  voice_method: string;
+  status_callback: string;
+  status_callback_method: string;
+}
+
+async function twilioState(): Promise<
+  { numbers: TwilioNumber[]; released: TwilioNumber[] }
+> {
+  return await (await fetch(`${TWILIO}/_control/state`)).json();
+}
+
+async function fault(kind: string, status = 500, count = 1): Promise<void> {
+  const response = await fetch(`${TWILIO}/_control/faults`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ kind, status, count }),
+  });
+  assertEquals(response.status, 200, await response.text());
+}
+
+async function clearFaults(): Promise<void> {
+  await (await fetch(`${TWILIO}/_control/faults`, { method: "DELETE" })).body
+    ?.cancel();
+}
+
+async function numbersOf(userId: string) {
+  return [
+    ...await db()`
+    select phone_number, provider_sid, is_free, status, charged_amount::text as charged
+    from public.user_phone_numbers where user_id = ${userId} order by created_at`,
+  ];
+}
+
+async function claimedFree(userId: string): Promise<boolean> {
+  const [row] = await db()`
+    select has_claimed_free_number from public.call_balance where user_id = ${userId}`;
+  return row.has_claimed_free_number;
+}
+
+async function buy(user: User, body: unknown = {}) {
+  return await call(handler, { token: user.token, body });
+}
+
+/** A number nobody has at the stand-in yet. */
+function freshNumber(): string {
+  return `+1646555${String(Math.floor(Math.random() * 9000) + 1000)}`;
+}
+
+test("the first number is free at $0, bought by area code with the worker's URLs", async () => {
+  const user = await createUser();
+  const { status, body } = await buy(user, { areaCode: "212" });
+  assertEquals(status, 200, JSON.stringify(body));
+  assertMatch(String(body.phoneNumber), /^\+1212555\d{4}$/);
+  assertMatch(String(body.sid), /^PN[0-9a-f]{32}$/);
+  assertEquals(body.isFree, true);
+  assertEquals(body.charged, 0);
+  assertEquals(await balanceOf(user.id), "0.00");
+  assertEquals(await ledgerOf(user.id), []);
+  assert(await claimedFree(user.id), "the free number is claimed");
+  assertEquals(await numbersOf(user.id), [{
+    phone_number: body.phoneNumber,
+    provider_sid: body.sid,
+    is_free: true,
+    status: "active",
+    charged: "0.00",
+  }]);
+  const bought = (await twilioState()).numbers.find((n) => n.sid === body.sid);
+  assert(bought !== undefined, "Twilio sold the number");
+  assertEquals(bought.phone_number, body.phoneNumber);
+  assertEquals(bought.voice_url, `${PUBLIC_URL}/twilio/voice`);
+  assertEquals(bought.voice_method, "POST");
+  assertEquals(bought.status_callback, `${PUBLIC_URL}/twilio/call-status`);
+  assertEquals(bought.status_callback_method, "POST");
+});
+
+test("a named number is bought as named; the country defaults to US", async () => {
+  const user = await createUser();
+  const phoneNumber = freshNumber();
+  const { status, body } = await buy(user, { phoneNumber });
+  assertEquals(status, 200, JSON.stringify(body));
+  assertEquals(body.phoneNumber, phoneNumber);
+  assertEquals((await numbersOf(user.id))[0].phone_number, phoneNumber);
+  const searched = await buy(await createUser(), {});
+  assertEquals(searched.status, 200, JSON.stringify(searched.body));
+  assertMatch(String(searched.body.phoneNumber), /^\+1\d{10}$/);
+});
+
+test("a second number with no free minutes and less than $5 → 402, nothing bought", async () => {
+  const user = await createUser();
+  assertEquals((await buy(user, { areaCode: "305" })).status, 200);
+  await noFreeMinutes(user.id);
+  await credit(user.id, 450);
+  const before = (await twilioState()).numbers.length;
+  const { status, body } = await buy(user, { areaCode: "305" });
+  assertEquals(status, 402, JSON.stringify(body));
+  assertEquals(body.minRequired, 5);
+  assertEquals(body.price, 2);
+  assertMatch(String(body.error), /\$5/);
+  assertEquals((body.details as Record<string, unknown>).balance, 4.5);
+  assertEquals((await twilioState()).numbers.length, before);
+  assertEquals(await balanceOf(user.id), "4.50");
+  assertEquals((await numbersOf(user.id)).length, 1);
+});
+
+test("with free minutes left a second number needs only its price", async () => {
+  const user = await createUser();
+  assertEquals((await buy(user, { areaCode: "312" })).status, 200);
+  await credit(user.id, 150);
+  const { status, body } = await buy(user, { areaCode: "312" });
+  assertEquals(status, 402, JSON.stringify(body));
+  assertEquals(body.minRequired, 2);
+  assertEquals(body.price, 2);
+});
+
+test("a second number is charged its monthly price", async () => {
+  const user = await createUser();
+  assertEquals((await buy(user, { areaCode: "617" })).status, 200);
+  await noFreeMinutes(user.id);
+  await credit(user.id, 1000);
+  const { status, body } = await buy(user, { areaCode: "617" });
+  assertEquals(status, 200, JSON.stringify(body));
+  assertEquals(body.isFree, false);
+  assertEquals(body.charged, 2);
+  assertEquals(await balanceOf(user.id), "8.00");
+  const ledger = await ledgerOf(user.id);
+  assertEquals(ledger.map((row) => [row.type, row.amount, row.reason]), [
+    ["credit", "10.00", "topup"],
+    ["debit", "-2.00", "number_purchase"],
+  ]);
+  const numbers = await numbersOf(user.id);
+  assertEquals(numbers.map((n) => [n.status, n.is_free, n.charged]), [
+    ["active", true, "0.00"],
+    ["active", false, "2.00"],
+  ]);
+});
+
+test("a Twilio failure reverses the charge: the balance is unchanged", async () => {
+  const user = await createUser();
+  assertEquals((await buy(user, { areaCode: "702" })).status, 200);
+  await credit(user.id, 1000);
+  const before = (await twilioState()).numbers.length;
+  await fault("purchase", 500);
+  try {
+    const { status, body } = await buy(user, { areaCode: "702" });
+    assertEquals(status, 502, JSON.stringify(body));
+    assertMatch(String(body.error), /Twilio/);
+  } finally {
+    await clearFaults();
+  }
+  assertEquals(await balanceOf(user.id), "10.00");
+  const ledger = await ledgerOf(user.id);
+  assertEquals(ledger.map((row) => [row.amount, row.reason]), [
+    ["10.00", "topup"],
+    ["-2.00", "number_purchase"],
+    ["2.00", "number_cancel"],
+  ]);
+  assertEquals((await numbersOf(user.id)).map((n) => n.status), [
+    "active",
+    "cancelled",
+  ]);
+  assertEquals((await twilioState()).numbers.length, before);
+});
+
+test("a Twilio failure on the free number gives the free claim back", async () => {
+  const user = await createUser();
+  await fault("available_numbers", 503);
+  try {
+    const { status } = await buy(user, { areaCode: "404" });
+    assertEquals(status, 502);
+  } finally {
+    await clearFaults();
+  }
+  assertEquals(await claimedFree(user.id), false);
+  assertEquals(await ledgerOf(user.id), []);
+  await fault("purchase", 400);
+  try {
+    const { status } = await buy(user, { phoneNumber: freshNumber() });
+    assertEquals(status, 502);
+  } finally {
+    await clearFaults();
+  }
+  assertEquals(await claimedFree(user.id), false);
+  const retry = await buy(user, { areaCode: "404" });
+  assertEquals(retry.status, 200, JSON.stringify(retry.body));
+  assertEquals(retry.body.isFree, true);
+  assertEquals((await numbersOf(user.id)).map((n) => n.status), [
+    "cancelled",
+    "cancelled",
+    "active",
+  ]);
+});
+
+test("no number available → 404, and nothing is kept", async () => {
+  const user = await createUser();
+  const { status, body } = await buy(user, { country: "GB" });
+  assertEquals(status, 404, JSON.stringify(body));
+  assertEquals(body.details, { field: "country" });
+  assertEquals(await claimedFree(user.id), false);
+  assertEquals((await numbersOf(user.id)).map((n) => n.status), ["cancelled"]);
+});
+
+test("bad fields are refused with 400 naming the field, before anything is reserved", async () => {
+  const user = await createUser();
+  const cases: [unknown, string][] = [
+    [{ phoneNumber: "4155550100" }, "phoneNumber"],
+    [{ phoneNumber: "+0123456789" }, "phoneNumber"],
+    [{ phoneNumber: "+1 415 555 0100" }, "phoneNumber"],
+    [{ phoneNumber: "+1234567890123456" }, "phoneNumber"],
+    [{ phoneNumber: 14155550100 }, "phoneNumber"],
+    [{ areaCode: "41" }, "areaCode"],
+    [{ areaCode: "4155" }, "areaCode"],
+    [{ areaCode: 415 }, "areaCode"],
+    [{ country: "USA" }, "country"],
+    [{ country: "U1" }, "country"],
+    [{ userId: crypto.randomUUID() }, "userId"],
+    [[], "body"],
+    ["{", "body"],
+  ];
+  for (const [body, field] of cases) {
+    const answer = await buy(user, body);
+    assertEquals(answer.status, 400, JSON.stringify(body));
+    assertEquals(answer.body.details, { field }, JSON.stringify(body));
+  }
+  assertEquals(await numbersOf(user.id), []);
+  assertEquals(await claimedFree(user.id), false);
+});
+
+test("another user's number cannot be taken", async () => {
+  const owner = await createUser();
+  const phoneNumber = freshNumber();
+  assertEquals((await buy(owner, { phoneNumber })).status, 200);
+  const other = await createUser();
+  const { status, body } = await buy(other, { phoneNumber });
+  assertEquals(status, 409, JSON.stringify(body));
+  assertEquals(await numbersOf(other.id), []);
+  assertEquals(await claimedFree(other.id), false);
+  const [row] = await db()`
+    select user_id from public.user_phone_numbers
+    where phone_number = ${phoneNumber} and status = 'active'`;
+  assertEquals(row.user_id, owner.id);
+});
+
+test("a plan without numbers is refused", async () => {
+  const user = await createUser("classic");
+  const { status, body } = await buy(user, {});
+  assertEquals(status, 403, JSON.stringify(body));
+  assertEquals(await numbersOf(user.id), []);
+});
+
+test("only POST; OPTIONS answers the CORS preflight", async () => {
+  const user = await createUser();
+  const get = await call(handler, { token: user.token, method: "GET" });
+  assertEquals(get.status, 405);
+  const preflight = await handler(
+    new Request("http://127.0.0.1/functions/v1/buy-number", {
+      method: "OPTIONS",
+    }),
+  );
+  assertEquals(preflight.status, 204);
+  assertEquals(preflight.headers.get("Access-Control-Allow-Origin"), "*");
+});
