@@ -154,6 +154,14 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from workers.simulate import simulate
+    from workers.up import read_state
+
+    plans = ["starter", "classic"] if args.plan == "both" else [args.plan]
+    return simulate(read_state(_state_dir(args)), plans, args.users)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callbalance", description="Call Balance: a prepaid wallet for AI call minutes."
@@ -189,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--state-dir")
     report.add_argument("--json", action="store_true", help="machine-readable output")
     report.add_argument("--user", metavar="EMAIL", help="one account's history")
+
+    sim = add("simulate", cmd_simulate, "drive a whole customer journey through `up`, checked")
+    sim.add_argument("--plan", choices=["starter", "classic", "both"], default="both")
+    sim.add_argument("--users", type=int, default=1, help="journeys per plan, in parallel")
+    sim.add_argument("--state-dir")
 
     user = sub.add_parser("user", help="local users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
