@@ -6,9 +6,6 @@ Webhooks are received by a small app that verifies them with the SDK's own
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +20,7 @@ from fastapi import FastAPI, Request, Response
 from workers.embedded_pg import free_port
 from workers.providers import make_stripe_client
 from workers.standins import StandinServer
+from workers.standins.__main__ import build
 from workers.standins.signing import stripe_signature
 from workers.standins.stripe_api import (
     StripeStandin,
@@ -609,38 +607,24 @@ def test_control_state_events_and_reset(env: Env) -> None:
     assert env.client.v1.prices.retrieve("price_5USD").unit_amount == 500
 
 
-def test_command_line_runs_the_stand_in() -> None:
-    port = free_port()
-    proc = subprocess.Popen(
+def test_command_line_builds_the_stand_in() -> None:
+    server = build(
         [
-            sys.executable,
-            "-m",
-            "workers.standins",
             "stripe",
             "--port",
-            str(port),
+            "0",
             "--webhook-url",
             "http://127.0.0.1:9/a,http://127.0.0.1:9/b",
             "--webhook-secret",
             "whsec_cli",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            "--retry-delays",
+            "0.1,0.2",
+        ]
     )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                settings = httpx.get(f"http://127.0.0.1:{port}/_control/webhooks").json()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.05)
+    with server:
+        settings = httpx.get(f"{server.base_url}/_control/webhooks").json()
         assert settings["urls"] == ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
-        assert settings["secret"] == "whsec_cli"
-        client = make_stripe_client("sk_test_cli", f"http://127.0.0.1:{port}")
+        assert (settings["secret"], settings["retry_delays"]) == ("whsec_cli", [0.1, 0.2])
+        client = make_stripe_client("sk_test_cli", server.base_url)
         assert client.v1.prices.retrieve("price_10USD").unit_amount == 1000
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    server.app.state.standin.close()

@@ -4,11 +4,7 @@ and answers TwiML built with its VoiceResponse."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +18,9 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from workers.embedded_pg import free_port
 from workers.providers import RedirectingTwilioHttpClient, make_twilio_client
 from workers.standins import StandinServer
+from workers.standins.__main__ import build
 from workers.standins.signing import twilio_signature
 from workers.standins.twilio_api import (
     TwilioStandin,
@@ -430,37 +426,8 @@ def test_parse_dial_reads_twilios_defaults() -> None:
     assert parse_dial("<Response><Say>No</Say><Hangup/></Response>") is None
 
 
-def test_command_line_runs_the_stand_in() -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workers.standins",
-            "twilio",
-            "--port",
-            str(port),
-            "--account-sid",
-            ACCOUNT,
-            "--auth-token",
-            TOKEN,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(base + "/_control/state")
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.05)
-        client = make_twilio_client(ACCOUNT, TOKEN, base)
+def test_command_line_builds_the_stand_in() -> None:
+    server = build(["twilio", "--port", "0", "--account-sid", ACCOUNT, "--auth-token", TOKEN])
+    with server:
+        client = make_twilio_client(ACCOUNT, TOKEN, server.base_url)
         assert client.available_phone_numbers("US").local.list(area_code="305", limit=1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

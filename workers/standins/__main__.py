@@ -13,7 +13,8 @@ def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build(argv: Sequence[str] | None = None) -> StandinServer:
+    """Parse the command line into a (not yet started) server."""
     parser = argparse.ArgumentParser(
         prog="python -m workers.standins", description="Local Stripe / Twilio API stand-ins."
     )
@@ -63,8 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         )
         app = twilio_api.create_app(config=twilio_config)
-    server = StandinServer(app, args.host, args.port, log_level="info")
-    print(f"{args.which} stand-in on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    return StandinServer(app, args.host, args.port, log_level="info")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    server = build(argv)
+    print(f"stand-in on {server.base_url}", file=sys.stderr, flush=True)
     server.serve_forever()
     return 0
 
