@@ -107,7 +107,9 @@ def test_deno(system: System, test_file: str) -> None:
         [
             str(DENO),
             "test",
-            "--allow-all",
+            # The permissions the functions are served with (see _shared/local_router.ts).
+            "--allow-net",
+            "--allow-env",
             # Type checking is tests/test_lint.py's `deno check`; here it would only repeat it.
             "--no-check",
             "--config",

@@ -2,8 +2,7 @@
  * Serve every function locally under `/functions/v1/<name>`, as the Supabase
  * gateway does, from one Deno process:
  *
- *   deno run --allow-net --allow-env --allow-read --allow-sys \
- *     --config supabase/functions/deno.json \
+ *   deno run --allow-net --allow-env --config supabase/functions/deno.json \
  *     supabase/functions/_shared/local_router.ts [--port 54321] [--hostname 127.0.0.1]
  *
  * `PORT` and `HOST` in the environment work too. `GET /health` answers 200.

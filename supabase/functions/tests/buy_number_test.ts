@@ -285,3 +285,20 @@ test("only POST; OPTIONS answers the CORS preflight", async () => {
   assertEquals(preflight.status, 204);
   assertEquals(preflight.headers.get("Access-Control-Allow-Origin"), "*");
 });
+
+test("concurrent purchases claim the free number once", async () => {
+  const user = await createUser();
+  const answers = await Promise.all(
+    ["201", "202", "203", "205"].map((areaCode) => buy(user, { areaCode })),
+  );
+  const statuses = answers.map((a) => a.status).sort();
+  // One free number; the others need $5 of balance (none) or free minutes and $2.
+  assertEquals(
+    statuses,
+    [200, 402, 402, 402],
+    JSON.stringify(answers.map((a) => a.body)),
+  );
+  assertEquals(answers.find((a) => a.status === 200)?.body.isFree, true);
+  assertEquals(await balanceOf(user.id), "0.00");
+  assertEquals((await numbersOf(user.id)).map((n) => n.status), ["active"]);
+});

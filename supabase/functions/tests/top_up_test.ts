@@ -377,3 +377,20 @@ test("round trip: top-up → checkout → pay → signed webhook → worker → 
     return row.stripe_payment_method_id !== null;
   });
 });
+
+test("concurrent first top-ups create one Stripe customer", async () => {
+  const user = await createUser();
+  const answers = await Promise.all(
+    [5, 10, 20].map((amount) =>
+      call(handler, { token: user.token, body: { amount } })
+    ),
+  );
+  assertEquals(answers.map((a) => a.status), [200, 200, 200]);
+  const customer = await customerOf(user.id);
+  for (const answer of answers) {
+    const session = await stripeGet(
+      `checkout/sessions/${sessionIdOf(answer.body.url)}`,
+    );
+    assertEquals(session.customer, customer);
+  }
+});
