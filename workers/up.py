@@ -165,7 +165,7 @@ class Up:
         env.setdefault("TOPUP_SUCCESS_URL", "http://127.0.0.1:3000/billing?topup=success")
         env.setdefault("TOPUP_CANCEL_URL", "http://127.0.0.1:3000/billing?topup=cancel")
         env.setdefault("ALLOWED_RETURN_ORIGINS", "http://127.0.0.1:3000,http://localhost:3000")
-        env["DENO_DIR"] = str(self.state_dir / "deno")
+        env.setdefault("DENO_DIR", str(self.state_dir / "deno"))
         env["PYTHONUNBUFFERED"] = "1"
         return env, notes
 
@@ -310,6 +310,9 @@ class Up:
             "twilio_auth_token": env["TWILIO_AUTH_TOKEN"],
             "public_url": env["PUBLIC_URL"],
             "pid": str(os.getpid()),
+            "children": ",".join(
+                f"{c.name}:{c.proc.pid}" for c in self.children if c.proc is not None
+            ),
         }
         state_file = self.state_dir / "up.json"
         state_file.write_text(json.dumps(info, indent=2))
