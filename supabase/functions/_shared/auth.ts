@@ -2,14 +2,24 @@
  * The caller: a Supabase user's `Authorization: Bearer <jwt>`, verified with
  * the project's JWT secret (HS256) or its signing keys (JWKS). Expired, wrong
  * audience or role, bad signature or missing → 401.
+ *
+ * Keys, first found wins:
+ * - HS256: `SUPABASE_JWT_SECRET`, else `JWT_SECRET` (hosted projects cannot
+ *   set secrets named `SUPABASE_*`).
+ * - ES256/RS256/EdDSA: `SUPABASE_JWKS` (the key set itself, which hosted Edge
+ *   Functions receive), else `SUPABASE_JWKS_URL`, else
+ *   `SUPABASE_URL` + `/auth/v1/.well-known/jwks.json`.
  */
 
 import {
+  createLocalJWKSet,
   createRemoteJWKSet,
   decodeProtectedHeader,
   errors,
+  type JSONWebKeySet,
   type JWTPayload,
   jwtVerify,
+  type JWTVerifyGetKey,
 } from "jose";
 import { env } from "./env.ts";
 import { HttpError } from "./errors.ts";
@@ -25,7 +35,37 @@ const AUDIENCE = "authenticated";
 const ASYMMETRIC = ["ES256", "RS256", "EdDSA"];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-const keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+type KeySet = JWTVerifyGetKey;
+
+const keySets = new Map<string, KeySet>();
+
+/** The project's signing keys, or undefined when none are configured. */
+function signingKeys(): KeySet | undefined {
+  const inline = env("SUPABASE_JWKS");
+  const project = env("SUPABASE_URL")?.replace(/\/+$/, "");
+  const url = env("SUPABASE_JWKS_URL") ??
+    (project === undefined
+      ? undefined
+      : `${project}/auth/v1/.well-known/jwks.json`);
+  const source = inline ?? url;
+  if (source === undefined) return undefined;
+  const known = keySets.get(source);
+  if (known !== undefined) return known;
+  let keys: KeySet;
+  if (inline !== undefined) {
+    try {
+      keys = createLocalJWKSet(JSON.parse(inline) as JSONWebKeySet);
+    } catch (err) {
+      throw new HttpError(500, "The service is not configured.", null, {}, {
+        log: `SUPABASE_JWKS is not a JSON Web Key Set: ${err}`,
+      });
+    }
+  } else {
+    keys = createRemoteJWKSet(new URL(source));
+  }
+  keySets.set(source, keys);
+  return keys;
+}
 
 function unauthorized(message: string): HttpError {
   return new HttpError(401, "Unauthorized.", message);
@@ -58,7 +98,7 @@ async function verify(token: string): Promise<JWTPayload> {
     clockTolerance: 5,
   };
   if (alg === "HS256") {
-    const secret = env("SUPABASE_JWT_SECRET");
+    const secret = env("SUPABASE_JWT_SECRET") ?? env("JWT_SECRET");
     if (secret === undefined) {
       throw unauthorized("HS256 tokens are not accepted here.");
     }
@@ -66,13 +106,10 @@ async function verify(token: string): Promise<JWTPayload> {
     return (await jwtVerify(token, key, { ...options, algorithms: ["HS256"] }))
       .payload;
   }
-  const jwksUrl = env("SUPABASE_JWKS_URL");
-  if (alg !== undefined && ASYMMETRIC.includes(alg) && jwksUrl !== undefined) {
-    let keys = keySets.get(jwksUrl);
-    if (keys === undefined) {
-      keys = createRemoteJWKSet(new URL(jwksUrl));
-      keySets.set(jwksUrl, keys);
-    }
+  const keys = alg !== undefined && ASYMMETRIC.includes(alg)
+    ? signingKeys()
+    : undefined;
+  if (keys !== undefined) {
     return (await jwtVerify(token, keys, {
       ...options,
       algorithms: ASYMMETRIC,

@@ -26,7 +26,51 @@ async function signed(
   }).setProtectedHeader({ alg: "ES256", kid, typ: "JWT" }).sign(privateKey);
 }
 
-test("ES256 tokens are verified with the project's JWKS", async () => {
+test("ES256 tokens are verified with the key set given inline (SUPABASE_JWKS)", async () => {
+  const { publicKey, privateKey } = await generateKeyPair("ES256", {
+    extractable: true,
+  });
+  const other = await generateKeyPair("ES256");
+  const jwk = {
+    ...await exportJWK(publicKey),
+    kid: "inline-1",
+    alg: "ES256",
+    use: "sig",
+  };
+  Deno.env.set("SUPABASE_JWKS", JSON.stringify({ keys: [jwk] }));
+  try {
+    const user = await createUser();
+    await giveNumber(user.id);
+    const good = await call(handler, {
+      method: "GET",
+      token: await signed(privateKey, "inline-1", { sub: user.id }),
+    });
+    assertEquals(good.status, 200, JSON.stringify(good.body));
+    const forged = await call(handler, {
+      method: "GET",
+      token: await signed(other.privateKey, "inline-1", { sub: user.id }),
+    });
+    assertEquals(forged.status, 401);
+    // HS256 tokens still verify with the secret alongside.
+    const legacy = await call(handler, { method: "GET", token: user.token });
+    assertEquals(legacy.status, 200);
+  } finally {
+    Deno.env.delete("SUPABASE_JWKS");
+  }
+});
+
+test("without any signing keys configured, ES256 tokens are refused", async () => {
+  const { privateKey } = await generateKeyPair("ES256");
+  const user = await createUser();
+  const { status, body } = await call(handler, {
+    method: "GET",
+    token: await signed(privateKey, "k", { sub: user.id }),
+  });
+  assertEquals(status, 401);
+  assertMatch(String(body.details), /not accepted/);
+});
+
+test("ES256 tokens are verified with the project's JWKS URL", async () => {
   const { publicKey, privateKey } = await generateKeyPair("ES256", {
     extractable: true,
   });
