@@ -10,6 +10,7 @@ import {
   createUser,
   credit,
   db,
+  giveNumber,
   ledgerOf,
   need,
   noFreeMinutes,
@@ -301,4 +302,30 @@ test("concurrent purchases claim the free number once", async () => {
   assertEquals(answers.find((a) => a.status === 200)?.body.isFree, true);
   assertEquals(await balanceOf(user.id), "0.00");
   assertEquals((await numbersOf(user.id)).map((n) => n.status), ["active"]);
+});
+
+test("when the purchase cannot be recorded, the number goes back to Twilio, unpaid", async () => {
+  // Twilio offers a number this database already gives to someone else.
+  const owner = await createUser();
+  await giveNumber(owner.id, "+19795550100");
+  const user = await createUser();
+  assertEquals((await buy(user, { areaCode: "978" })).status, 200);
+  await noFreeMinutes(user.id);
+  await credit(user.id, 1000);
+  const { status, body } = await buy(user, { areaCode: "979" });
+  assertEquals(status, 409, JSON.stringify(body));
+  assertEquals(await balanceOf(user.id), "10.00");
+  assertEquals((await numbersOf(user.id)).map((n) => n.status), [
+    "active",
+    "cancelled",
+  ]);
+  const state = await twilioState();
+  assert(
+    state.released.some((n) => n.phone_number === "+19795550100"),
+    "released at Twilio",
+  );
+  assert(
+    !state.numbers.some((n) => n.phone_number === "+19795550100"),
+    "not kept",
+  );
 });

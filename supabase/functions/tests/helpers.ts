@@ -148,10 +148,12 @@ export async function noFreeMinutes(userId: string): Promise<void> {
 }
 
 /** Give the user an active number directly (arranging, not the function under test). */
-export async function giveNumber(userId: string): Promise<string> {
-  const phone = `+1555${
-    String(Math.floor(Math.random() * 1e7)).padStart(7, "0")
-  }`;
+export async function giveNumber(
+  userId: string,
+  number?: string,
+): Promise<string> {
+  const phone = number ??
+    `+1555${String(Math.floor(Math.random() * 1e7)).padStart(7, "0")}`;
   await db().begin(async (tx) => {
     await tx.unsafe("set local role service_role");
     const [reserved] = await tx`

@@ -298,6 +298,18 @@ test("returnUrl must be on an allowed origin", async () => {
     session.cancel_url,
     "https://app.example.test/billing?tab=funds&topup=cancelled",
   );
+  const spa = await call(handler, {
+    token: user.token,
+    body: { amount: 10, returnUrl: "http://localhost:3000/#/billing" },
+  });
+  assertEquals(spa.status, 200, JSON.stringify(spa.body));
+  const routed = await stripeGet(
+    `checkout/sessions/${sessionIdOf(spa.body.url)}`,
+  );
+  assertEquals(
+    routed.cancel_url,
+    "http://localhost:3000/?topup=cancelled#/billing",
+  );
 });
 
 test("a Stripe outage is a 502 and charges nothing", async () => {

@@ -119,10 +119,14 @@ function redirectUrls(
       `\`returnUrl\` must be on an allowed origin, not ${url.origin}.`,
     );
   }
+  const hash = url.hash;
+  url.hash = "";
   const join = url.search === "" ? "?" : "&";
+  // `{CHECKOUT_SESSION_ID}` stays literal: Stripe fills it in.
   return {
-    success: `${url.href}${join}topup=success&session_id={CHECKOUT_SESSION_ID}`,
-    cancel: `${url.href}${join}topup=cancelled`,
+    success:
+      `${url.href}${join}topup=success&session_id={CHECKOUT_SESSION_ID}${hash}`,
+    cancel: `${url.href}${join}topup=cancelled${hash}`,
   };
 }
 
