@@ -50,4 +50,5 @@ def test_deno(args: tuple[str, ...]) -> None:
     if not _has_functions():
         pytest.skip("no Edge Functions yet")
     targets = [str(p) for p in sorted(FUNCTIONS.glob("**/*.ts"))]
-    run(DENO, *args, *targets)
+    # From the repository root Deno would read package.json; name the functions' config.
+    run(DENO, *args, "--config", FUNCTIONS / "deno.json", *targets)
