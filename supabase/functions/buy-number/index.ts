@@ -100,18 +100,29 @@ async function cancel(purchaseId: string, reason: string): Promise<void> {
   }
 }
 
-/** Search (when no number was named) and buy at Twilio. */
+/** Twilio's "this number is not available" (someone else just bought it). */
+function numberTaken(err: unknown): boolean {
+  return typeof err === "object" && err !== null &&
+    (err as { code?: unknown }).code === 21422;
+}
+
+/**
+ * Search (when no number was named) and buy at Twilio. A searched number that
+ * another buyer takes first is skipped for the next candidate.
+ */
 async function buyAtTwilio(request: BuyRequest): Promise<Bought> {
   const client = twilioClient();
-  let phoneNumber = request.phoneNumber;
-  if (phoneNumber === undefined) {
+  let candidates: string[];
+  if (request.phoneNumber !== undefined) {
+    candidates = [request.phoneNumber];
+  } else {
     const found = await client.availablePhoneNumbers(request.country).local
       .list({
         areaCode: request.areaCode === undefined
           ? undefined
           : Number(request.areaCode),
         voiceEnabled: true,
-        limit: 1,
+        limit: 5,
       });
     if (found.length === 0) {
       throw new HttpError(
@@ -122,15 +133,22 @@ async function buyAtTwilio(request: BuyRequest): Promise<Bought> {
         { field: request.areaCode === undefined ? "country" : "areaCode" },
       );
     }
-    phoneNumber = found[0].phoneNumber;
+    candidates = found.map((number) => number.phoneNumber);
   }
-  const bought = await client.incomingPhoneNumbers.create({
-    phoneNumber,
-    ...callbackUrls(),
-    voiceMethod: "POST",
-    statusCallbackMethod: "POST",
-  });
-  return { sid: bought.sid, phoneNumber: bought.phoneNumber };
+  for (const [index, phoneNumber] of candidates.entries()) {
+    try {
+      const bought = await client.incomingPhoneNumbers.create({
+        phoneNumber,
+        ...callbackUrls(),
+        voiceMethod: "POST",
+        statusCallbackMethod: "POST",
+      });
+      return { sid: bought.sid, phoneNumber: bought.phoneNumber };
+    } catch (err) {
+      if (!numberTaken(err) || index === candidates.length - 1) throw err;
+    }
+  }
+  throw new Error("no candidate number");
 }
 
 async function releaseAtTwilio(sid: string): Promise<void> {
