@@ -13,10 +13,15 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-VIEWS = [
-    ("balances", "Balances", "balance"),
+# (view, title, columns shown in the terminal; None: all). --json always has every column.
+VIEWS: list[tuple[str, str, list[str] | None]] = [
+    (
+        "balances",
+        "Balances",
+        ["email", "plan_id", "balance", "held_amount", "free_minutes_remaining", "status"],
+    ),
     ("transactions", "Latest transactions", None),
-    ("low_balances", "Low balances", None),
+    ("low_balances", "Low balances", ["email", "plan_id", "balance", "auto_refill_enabled"]),
     ("ledger_drift", "Ledger drift (must be empty)", None),
     ("refill_failures", "Refill failures", None),
     ("daily_revenue", "Revenue by day", None),
@@ -35,10 +40,10 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     if not rows:
         return "  (none)"
-    headers = list(rows[0].keys())
+    headers = [c for c in columns if c in rows[0]] if columns else list(rows[0].keys())
     cells = [[_cell(row[h]) for h in headers] for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     lines = ["  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
@@ -67,8 +72,8 @@ def collect(database_url: str, user_email: str | None = None, limit: int = 50) -
 
 def render(data: dict[str, Any]) -> str:
     parts = []
-    for view, title, _ in VIEWS:
-        parts.append(f"{title}\n{table(data[view])}")
+    for view, title, columns in VIEWS:
+        parts.append(f"{title}\n{table(data[view], columns)}")
     if "user" in data:
         parts.append(f"Account history\n{table(data['user'])}")
     return "\n\n".join(parts)
