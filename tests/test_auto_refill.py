@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -138,7 +137,7 @@ def test_a_burst_of_debits_charges_once(system: System, jobs_db: SyncDatabase) -
     enable_auto_refill(system, user)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _i: call(system, user, 120), range(20)))
-    assert system.balance(user) == Decimal("8.00")  # 20 × 2 min × $0.10 = $4
+    assert system.balance(user) == Decimal("8.00")  # 20 calls of 2 minutes at $0.10 = $4
     stripe_client = make_stripe_client(STRIPE_KEY, system.stripe_url)
     for _ in range(3):
         auto_refill.run_once(jobs_db, stripe_client)
