@@ -101,6 +101,45 @@ class System:
             headers["Stripe-Signature"] = header
         return httpx.post(self.worker_url + path, content=payload, headers=headers, timeout=30)
 
+    def pay_checkout(self, user: str, cents: int) -> str:
+        """A top-up Checkout Session created as the top-up function does, paid at the stand-in
+        with the card saved for off-session use; returns the session id."""
+        from workers.providers import make_stripe_client
+
+        client = make_stripe_client(STRIPE_KEY, self.stripe_url)
+        purpose = {"purpose": "topup", "user_id": user}
+        session = client.v1.checkout.sessions.create(
+            params={
+                "mode": "payment",
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": "usd",
+                            "unit_amount": cents,
+                            "product_data": {"name": "Call balance top-up"},
+                        },
+                    }
+                ],
+                "metadata": purpose,
+                "payment_intent_data": {"setup_future_usage": "off_session", "metadata": purpose},
+                "customer_creation": "always",
+                "success_url": "https://app.example.test/ok",
+                "cancel_url": "https://app.example.test/cancel",
+            }
+        )
+        paid = httpx.post(f"{self.stripe_url}/checkout/{session.id}/pay", timeout=10)
+        assert paid.status_code in (200, 303), paid.text
+        return str(session.id)
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return bool(predicate())
+
     # -- Twilio, as Twilio would call the worker -----------------------------------
     def post_twilio(
         self,

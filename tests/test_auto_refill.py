@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
@@ -35,45 +34,12 @@ def jobs_db(system: System) -> Iterator[SyncDatabase]:
     db.close()
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
 def top_up_with_saved_card(system: System, user: str, cents: int) -> str:
-    """Pay a checkout at the stand-in with the card saved for later; return the customer id."""
-    client = make_stripe_client(STRIPE_KEY, system.stripe_url)
-    session = client.v1.checkout.sessions.create(
-        params={
-            "mode": "payment",
-            "line_items": [
-                {
-                    "quantity": 1,
-                    "price_data": {
-                        "currency": "usd",
-                        "unit_amount": cents,
-                        "product_data": {"name": "top-up"},
-                    },
-                }
-            ],
-            "metadata": {"purpose": "topup", "user_id": user},
-            "payment_intent_data": {
-                "setup_future_usage": "off_session",
-                "metadata": {"purpose": "topup", "user_id": user},
-            },
-            "customer_creation": "always",
-            "success_url": "https://app.example.test/ok",
-            "cancel_url": "https://app.example.test/no",
-        }
-    )
-    assert httpx.post(f"{system.stripe_url}/checkout/{session.id}/pay", timeout=10).is_success
+    """Pay a checkout with the card saved for later; return the customer id."""
+    system.pay_checkout(user, cents)
     expected = Decimal(cents) / 100
-    assert wait_for(lambda: system.balance(user) == expected)
-    assert wait_for(
+    assert system.wait_for(lambda: system.balance(user) == expected)
+    assert system.wait_for(
         lambda: system.one(
             "select stripe_payment_method_id is not null from public.call_balance "
             "where user_id = %s",
@@ -185,7 +151,11 @@ def test_a_crash_after_charging_reruns_with_the_same_key(
     enable_auto_refill(system, user)
     call(system, user, 60)
     stripe_client = make_stripe_client(STRIPE_KEY, system.stripe_url)
-    [claimed] = jobs_db.rows("select * from billing.claim_refills(10)")
+    [claimed] = [
+        r
+        for r in jobs_db.rows("select * from billing.claim_refills(100)")
+        if str(r["user_id"]) == user
+    ]
     auto_refill.charge(stripe_client, claimed)  # Stripe charged; then the job died
     system.stripe.dispatcher.wait_idle(10)
     with psycopg.connect(system.db_url) as conn:
@@ -216,7 +186,7 @@ def test_the_jobs_process_refills_within_a_second_of_the_debit(system: System) -
         time.sleep(1.5)  # the first poll has run; from now on only NOTIFY wakes it early
         call(system, user, 60)
         started = time.monotonic()
-        assert wait_for(lambda: system.balance(user) == Decimal("59.90"), timeout=10)
+        assert system.wait_for(lambda: system.balance(user) == Decimal("59.90"), timeout=10)
         elapsed = time.monotonic() - started
         assert elapsed < 5, f"refill took {elapsed:.2f}s"
     finally:

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.system import OLD_WEBHOOK_SECRET, System, running_system, stripe_event
@@ -280,38 +279,9 @@ def test_absurd_amounts_are_refused_and_write_nothing(system: System) -> None:
 
 def test_seed_flow_add_50_through_checkout(system: System) -> None:
     """Seed 000: click "Add $50" → Stripe checkout → webhook → balance +$50, one ledger row."""
-    from workers.providers import make_stripe_client
-
     user = system.new_user("classic")
-    client = make_stripe_client("sk_test_callbalance", system.stripe_url)
-    session = client.v1.checkout.sessions.create(
-        params={
-            "mode": "payment",
-            "line_items": [
-                {
-                    "quantity": 1,
-                    "price_data": {
-                        "currency": "usd",
-                        "unit_amount": 5000,
-                        "product_data": {"name": "Call balance top-up"},
-                    },
-                }
-            ],
-            "metadata": {"purpose": "topup", "user_id": user},
-            "payment_intent_data": {
-                "setup_future_usage": "off_session",
-                "metadata": {"purpose": "topup", "user_id": user},
-            },
-            "customer_creation": "always",
-            "success_url": "https://app.example.test/ok",
-            "cancel_url": "https://app.example.test/cancel",
-        }
-    )
-    paid = httpx.post(f"{system.stripe_url}/checkout/{session.id}/pay", timeout=10)
-    assert paid.status_code in (200, 303), paid.text
-    deadline = time.monotonic() + 10
-    while system.balance(user) != Decimal("50.00") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    system.pay_checkout(user, 5000)
+    system.wait_for(lambda: system.balance(user) == Decimal("50.00"))
     assert system.balance(user) == Decimal("50.00")
     [row] = system.ledger(user)
     assert row["type"] == "credit" and row["stripe_payment_intent_id"].startswith("pi_")
