@@ -18,15 +18,11 @@ what they were (an md5 of each table's rows, in order).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import jwt
@@ -34,6 +30,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from reliability.edge import DENO, JWT_SECRET, function_env, serve_functions
 from tests.system import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -43,14 +40,8 @@ from tests.system import (
     running_system,
     stripe_event,
 )
-from workers.embedded_pg import free_port
 from workers.standins import twilio_api
 from workers.standins.signing import stripe_signature, twilio_signature
-
-ROOT = Path(__file__).resolve().parent.parent
-DENO = ROOT / "node_modules" / ".bin" / "deno"
-FUNCTIONS = ROOT / "supabase" / "functions"
-JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 
 MONEY_TABLES = (
     "call_balance",
@@ -93,83 +84,23 @@ def _twilio_factory() -> tuple[Any, Any]:
     return twilio_api.create_app(standin), standin
 
 
-def _as_url(conninfo: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(conninfo)
-    user = quote(str(info.get("user", "postgres")), safe="")
-    password = info.get("password")
-    auth = f"{user}:{quote(str(password), safe='')}" if password else user
-    host, port = info.get("host", "127.0.0.1"), info.get("port", 5432)
-    return f"postgresql://{auth}@{host}:{port}/{quote(str(info['dbname']), safe='')}"
-
-
 @pytest.fixture(scope="module")
 def functions(module_db: str) -> Iterator[tuple[System, str | None]]:
     with running_system(module_db, _twilio_factory) as system:
         if not DENO.exists():
             yield system, None
             return
-        port = free_port()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("STRIPE_", "TWILIO_", "SUPABASE_", "TOPUP_"))
-        }
-        env.update(
-            {
-                "DENO_DIR": str(ROOT / ".callbalance" / "deno"),
-                "NO_COLOR": "1",
-                "SUPABASE_DB_URL": _as_url(system.db_url),
-                "SUPABASE_JWT_SECRET": JWT_SECRET,
-                "STRIPE_SECRET_KEY": STRIPE_KEY,
-                "STRIPE_API_BASE": system.stripe_url,
-                "STRIPE_TOPUP_PRICE_IDS": "price_5USD:5,price_10USD:10",
-                "ALLOWED_RETURN_ORIGINS": "https://app.example.test",
-                "TOPUP_SUCCESS_URL": "https://app.example.test/billing?topup=success",
-                "TOPUP_CANCEL_URL": "https://app.example.test/billing?topup=cancelled",
-                "PUBLIC_URL": system.worker_url,
-                "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                "TWILIO_API_KEY_SID": "SK" + "0" * 31 + "2",
-                "TWILIO_API_KEY_SECRET": "twilio_test_api_key_secret",
-                "TWILIO_TWIML_APP_SID": "AP" + "0" * 31 + "3",
-                "TWILIO_API_BASE": system.twilio_url or "",
-            }
+        env = function_env(
+            db_url=system.db_url,
+            worker_url=system.worker_url,
+            stripe_url=system.stripe_url,
+            twilio_url=system.twilio_url or "",
+            account_sid=ACCOUNT_SID,
+            auth_token=AUTH_TOKEN,
+            stripe_key=STRIPE_KEY,
         )
-        router = subprocess.Popen(
-            [
-                str(DENO),
-                "run",
-                "--allow-net",
-                "--allow-env",
-                "--allow-read",
-                "--allow-sys",
-                "--config",
-                str(FUNCTIONS / "deno.json"),
-                str(FUNCTIONS / "_shared" / "local_router.ts"),
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if router.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the Edge Functions router did not start")
-                time.sleep(0.2)
-            yield system, url + "/functions/v1"
-        finally:
-            router.terminate()
-            router.wait(timeout=10)
+        with serve_functions(env) as url:
+            yield system, url
 
 
 @pytest.fixture(scope="module")
