@@ -235,13 +235,23 @@ def check_all(
     overdraft = Invariant("no account overdrawn by calls that obeyed timeLimit")
     for user in users:
         rows = ledger_by_user[user.id]
-        reversed_any = any(r["type"] == "refund" for r in rows)
-        for row in rows:
-            if row["reason"] == "call":
-                overdraft.check(
-                    Decimal(row["balance_after"]) >= 0 or reversed_any,
-                    f"{user.email}: a call took the balance to {row['balance_after']}",
-                )
+        reversed_total = -sum(
+            (Decimal(r["amount"]) for r in rows if r["type"] == "refund"), Decimal(0)
+        )
+        # Only a reversal (refund, dispute) may take a balance below zero: without them,
+        # what the calls spent was there to spend.
+        overdraft.check(
+            evidence.balances.get(user.id, Decimal(0)) + reversed_total >= 0,
+            f"{user.email}: balance {evidence.balances.get(user.id)} with {reversed_total} "
+            "reversed: calls spent money the account never had",
+        )
+        if reversed_total == 0:
+            for row in rows:
+                if row["reason"] == "call":
+                    overdraft.check(
+                        Decimal(row["balance_after"]) >= 0,
+                        f"{user.email}: a call took the balance to {row['balance_after']}",
+                    )
 
     # -- numbers -------------------------------------------------------------------------
     numbers = Invariant("numbers: charged only for numbers received, held at Twilio")
