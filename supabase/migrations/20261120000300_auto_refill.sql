@@ -63,7 +63,6 @@ grant select on public.refill_requests to service_role;
 create or replace function billing._after_debit(p_user_id uuid, p_balance_before numeric)
 returns uuid
 language plpgsql
-set search_path = ''
 as $$
 declare
     v_account public.call_balance;
@@ -140,7 +139,6 @@ revoke execute on function billing._after_debit(uuid, numeric) from public;
 create or replace function billing._cancel_pending_refills(p_user_id uuid, p_reason text)
 returns void
 language sql
-set search_path = ''
 as $$
     update public.refill_requests as r
     set status = 'cancelled', last_error = p_reason, completed_at = billing.now(),

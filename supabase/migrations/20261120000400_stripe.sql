@@ -62,7 +62,6 @@ grant select on public.payment_reversals to service_role;
 create or replace function billing._lock_payment_intent(p_payment_intent_id text)
 returns void
 language sql
-set search_path = ''
 as $$
     select pg_catalog.pg_advisory_xact_lock(
         pg_catalog.hashtextextended('stripe:payment_intent:' || p_payment_intent_id, 0)
@@ -76,7 +75,6 @@ create or replace function billing._payment_credit(p_payment_intent_id text)
 returns public.balance_transactions
 language sql
 stable
-set search_path = ''
 as $$
     select bt.*
     from public.balance_transactions as bt
@@ -90,7 +88,6 @@ create or replace function billing._refunded_cents(p_payment_intent_id text)
 returns bigint
 language sql
 stable
-set search_path = ''
 as $$
     select coalesce(-sum(bt.amount) * 100, 0)::bigint
     from public.balance_transactions as bt
@@ -111,7 +108,6 @@ create or replace function billing._apply_refund(
 )
 returns bigint
 language plpgsql
-set search_path = ''
 as $$
 declare
     v_target bigint := least(p_amount_refunded_cents, (p_credit.amount * 100)::bigint);
@@ -151,7 +147,6 @@ create or replace function billing._apply_dispute(
 )
 returns bigint
 language plpgsql
-set search_path = ''
 as $$
 declare
     v_cents bigint := least(p_amount_cents, (p_credit.amount * 100)::bigint);

@@ -76,7 +76,6 @@ create or replace function billing._number_json(p_number public.user_phone_numbe
 returns jsonb
 language sql
 immutable
-set search_path = ''
 as $$
     select pg_catalog.jsonb_build_object(
         'id', p_number.id,

@@ -16,7 +16,6 @@ create or replace function billing._current_user()
 returns uuid
 language plpgsql
 stable
-set search_path = ''
 as $$
 declare
     v_uid uuid := auth.uid();
@@ -38,7 +37,6 @@ revoke execute on function billing._current_user() from public;
 create or replace function billing._touch_account(p_user_id uuid)
 returns public.call_balance
 language plpgsql
-set search_path = ''
 as $$
 declare
     v_account public.call_balance;
@@ -60,7 +58,6 @@ create or replace function billing._state(p_account public.call_balance)
 returns jsonb
 language plpgsql
 stable
-set search_path = ''
 as $$
 declare
     v_plan public.billing_plans;
