@@ -325,7 +325,7 @@ begin
     v_minutes := (p_duration_seconds + 59) / 60;
     v_free := least(v_minutes, v_free_remaining);
     v_amount := (v_minutes - v_free) * v_price;
-    v_transaction_id := case when v_amount > 0 then gen_random_uuid() end;
+    v_transaction_id := case when v_amount > 0 then billing._uuid_v7() end;
 
     -- The call log first: its primary key makes a sid settled before (or right now, on
     -- another account) a no-op. Only when the log row is new do the balance and the
