@@ -38,7 +38,7 @@ import httpx
 import psycopg
 
 from reliability.checks import Invariant, check_all, gather
-from reliability.nemesis import Nemesis
+from reliability.nemesis import EDGE_KILL, KINDS, Nemesis
 from reliability.running import RunningUp, control
 from reliability.workload import Driver, Record, User, World, read_plans
 from workers import twilio_jobs
@@ -189,6 +189,7 @@ def run(
     threads: int = 8,
     state_dir: Path | None = None,
     echo: Callable[[str], None] = _echo,
+    kill_edge_functions: bool = False,
 ) -> Report:
     owned = state_dir is None
     base = state_dir or Path(tempfile.mkdtemp(prefix="callbalance-faults-"))
@@ -205,7 +206,8 @@ def run(
         echo(f"signing up {users} users")
         people = setup_users(world, users, seed)
         driver = Driver(world, people, threads=min(threads, len(people)), seed=seed)
-        nemesis = Nemesis(up, seed=seed)
+        kinds = [*KINDS, EDGE_KILL] if kill_edge_functions else list(KINDS)
+        nemesis = Nemesis(up, seed=seed, kinds=kinds)
         memory: dict[str, float] = {}
         echo(f"workload and nemesis for {duration:.0f} s")
         driver.start()
@@ -265,8 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8, help="concurrent users")
     parser.add_argument("--state-dir", type=Path, help="keep the system's files here")
+    parser.add_argument(
+        "--kill-edge-functions",
+        action="store_true",
+        help="also kill -9 the Edge Functions (Deno) mid-request",
+    )
     args = parser.parse_args(argv)
-    report = run(args.duration, args.users, args.seed, args.threads, args.state_dir)
+    report = run(
+        args.duration,
+        args.users,
+        args.seed,
+        args.threads,
+        args.state_dir,
+        kill_edge_functions=args.kill_edge_functions,
+    )
     print(report.render(), flush=True)
     return 1 if report.violations else 0
 

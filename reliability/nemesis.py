@@ -34,6 +34,9 @@ KINDS: list[tuple[str, float]] = [
     ("stripe api fails", 2),
     ("stripe api times out after charging", 2),
 ]
+# Not in the default mix: an Edge Function killed between charging for a number and
+# confirming it (see `python -m reliability.faults --kill-edge-functions`).
+EDGE_KILL = ("kill -9 functions", 3)
 
 
 @dataclass
@@ -41,12 +44,13 @@ class Nemesis:
     up: RunningUp
     seed: int
     every: tuple[float, float] = (2.5, 5.0)
+    kinds: list[tuple[str, float]] = field(default_factory=lambda: list(KINDS))
     injected: Counter[str] = field(default_factory=Counter)
     log: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
     _kills: dict[str, deque[float]] = field(
-        default_factory=lambda: {"worker": deque(), "jobs": deque()}
+        default_factory=lambda: {"worker": deque(), "jobs": deque(), "functions": deque()}
     )
     _thread: threading.Thread | None = None
 
@@ -124,13 +128,15 @@ class Nemesis:
     # -- the schedule --------------------------------------------------------------------
 
     def inject(self, rng: random.Random) -> None:
-        kind = rng.choices([k for k, _ in KINDS], weights=[w for _, w in KINDS])[0]
+        kind = rng.choices([k for k, _ in self.kinds], weights=[w for _, w in self.kinds])[0]
         if kind == "kill -9 postgres":
             self.kill_postgres(rng)
         elif kind == "kill -9 worker":
             self.kill_child("worker")
         elif kind == "kill -9 jobs":
             self.kill_child("jobs")
+        elif kind == "kill -9 functions":
+            self.kill_child("functions")
         elif kind.startswith("webhooks"):
             self.webhooks(rng, kind)
         elif kind == "stripe api fails":
@@ -163,6 +169,6 @@ class Nemesis:
             self.up.restart_postgres()
         control(self.stripe, "DELETE", "/_control/faults")
         control(self.stripe, "POST", "/_control/webhooks", {"mode": "normal"})
-        for name in ("worker", "jobs"):
+        for name in ("worker", "jobs", "functions"):
             if not self.up.wait_child(name, timeout):
                 raise RuntimeError(f"{name} did not come back:\n{self.up.log_tail()}")
