@@ -255,10 +255,10 @@ grant execute on function billing.authorize_call(text, uuid) to service_role;
 
 /*
  * The hottest path of the system (every call ends here), so it is written as
- * three statements rather than through the generic helpers: one locks the
- * account and reads its plan; one writes the call log, the balance and the
- * ledger entry together (or nothing, for a sid already settled); one
- * releases the call's hold. The ledger rules are those of
+ * two statements rather than through the generic helpers: one locks the
+ * account and reads its plan; one writes the call log, the balance, the
+ * ledger entry and the release of the call's hold together (or nothing, for a
+ * sid already settled). The ledger rules are those of
  * billing._post: same columns, same checks, same idempotency key.
  */
 create or replace function billing.settle_call(
@@ -289,7 +289,9 @@ declare
     v_balance_after numeric(12, 2);
     v_transaction_id uuid;
 begin
-    perform billing._check_id(p_call_sid, 'call sid');
+    if p_call_sid is null or pg_catalog.length(p_call_sid) > 255 or p_call_sid !~ '^[[:graph:]]+$' then
+        perform billing._check_id(p_call_sid, 'call sid');
+    end if;
     if p_duration_seconds is null or p_duration_seconds < 0 then
         perform billing._raise('PT400', 'The call duration must be zero or more seconds.');
     end if;
@@ -365,9 +367,21 @@ begin
             a.balance + v_amount, a.balance, 'call:' || p_call_sid, '{}'::jsonb, v_now
         from account as a
         where v_amount > 0
+    ),
+
+    -- Release the hold, if any (an expired one keeps its reason).
+    released as (
+        update public.call_holds as h
+        set
+            released_at = coalesce(h.released_at, v_now),
+            release_reason = coalesce(h.release_reason, 'settled')
+        where h.call_sid = p_call_sid and exists (select from logged)
+        returning h.user_id
     )
 
-    select a.balance into v_balance_after from account as a;
+    select a.balance, (select r.user_id from released as r)
+    into v_balance_after, v_hold_user_id
+    from account as a;
 
     if not found then
         -- Settled before: answer what was billed then.
@@ -388,13 +402,7 @@ begin
         );
     end if;
 
-    -- Release the hold, if any (an expired one keeps its reason); it must be this account's.
-    update public.call_holds as h
-    set
-        released_at = coalesce(h.released_at, v_now),
-        release_reason = coalesce(h.release_reason, 'settled')
-    where h.call_sid = p_call_sid
-    returning h.user_id into v_hold_user_id;
+    -- The hold released must be this account's (raising undoes the whole settlement).
     if v_hold_user_id <> v_user_id then
         perform billing._raise('PT409', 'This call belongs to another account.');
     end if;
