@@ -162,8 +162,8 @@ def explain(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -
 
 PLANS: list[tuple[str, str]] = [
     (
-        "billing_me / settle_call: the account row (billing._touch_account, _lock_account)",
-        "select cb.* from public.call_balance as cb where cb.user_id = %(user)s for update",
+        "billing_me: the account row (billing._touch_account)",
+        "select cb.* from public.call_balance as cb where cb.user_id = %(user)s",
     ),
     (
         "billing_me / authorize_call: funds held by calls in progress (billing._held_amount)",
@@ -176,21 +176,56 @@ PLANS: list[tuple[str, str]] = [
         "where n.user_id = %(user)s and n.status in ('active', 'past_due')",
     ),
     (
-        "settle_call: the hold of the call",
+        "settle_call: the hold's account, when the callback names no user",
         "select h.user_id from public.call_holds as h where h.call_sid = %(sid)s",
     ),
     (
-        "settle_call: already settled? (twilio_call_logs by call_sid)",
-        "select l.* from public.twilio_call_logs as l where l.call_sid = %(sid)s",
+        "settle_call: lock the account with its plan",
+        "select cb.balance, cb.free_minutes_remaining, cb.free_minutes_last_reset, "
+        "cb.auto_refill_threshold, p.price_per_minute from public.call_balance as cb "
+        "inner join public.billing_plans as p on cb.plan_id = p.id "
+        "where cb.user_id = %(user)s for update of cb",
     ),
     (
-        "settle_call: the ledger entry (billing._post), index maintenance included",
-        "insert into public.balance_transactions (user_id, amount, type, reason, balance_before, "
-        "balance_after, idempotency_key) values (%(user)s, -0.20, 'debit', 'call', 100.00, "
-        "99.80, 'call:explain')",
+        "settle_call: the one write (call log, balance, ledger entry, hold release)",
+        """with logged as (
+            insert into public.twilio_call_logs (
+                user_id, call_sid, duration, status, is_billed, billed_minutes,
+                free_minutes_used, price_per_minute, billed_amount, transaction_id, metadata,
+                created_at
+            ) values (
+                %(user)s, 'CAexplain', 65, 'completed', true, 2, 0, 0.10, 0.20, %(entry)s,
+                '{}', now()
+            )
+            on conflict (call_sid) do nothing
+            returning call_sid
+        ),
+        account as (
+            update public.call_balance as cb
+            set balance = cb.balance - 0.20, updated_at = now()
+            where cb.user_id = %(user)s and exists (select from logged)
+            returning cb.balance
+        ),
+        entry as (
+            insert into public.balance_transactions (
+                id, user_id, amount, type, reason, description, balance_before, balance_after,
+                idempotency_key, metadata, created_at
+            )
+            select %(entry)s, %(user)s, -0.20, 'debit', 'call', 'explain', a.balance + 0.20,
+                a.balance, 'call:CAexplain', '{}', now()
+            from account as a
+        ),
+        released as (
+            update public.call_holds as h
+            set released_at = coalesce(h.released_at, now()),
+                release_reason = coalesce(h.release_reason, 'settled')
+            where h.call_sid = 'CAexplain' and exists (select from logged)
+            returning h.user_id
+        )
+        select a.balance, (select r.user_id from released as r) from account as a""",
     ),
     (
-        "settle_call under the threshold with auto-refill on: this month's refills "
+        "settle_call below the threshold with auto-refill on: this month's refills "
         "(billing._after_debit)",
         "select coalesce(sum(bt.amount), 0) from public.balance_transactions as bt "
         "where bt.user_id = %(user)s and bt.reason = 'auto_refill' "
@@ -257,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                 "select call_sid from public.twilio_call_logs where user_id = %s limit 1",
                 (heavy,),
             ).fetchone()
-            params = {"user": heavy, "sid": sid_row[0] if sid_row else "CAnone"}
+            params = {
+                "user": heavy,
+                "sid": sid_row[0] if sid_row else "CAnone",
+                "entry": str(uuid.uuid4()),
+            }
             print(f"\nplans at {rows:,} ledger rows, for the 10k-entry account:")
             for title, query in PLANS:
                 print(f"\n-- {title}\n{explain(conn, query, params)}")

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -46,6 +47,7 @@ from psycopg_pool import AsyncConnectionPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from reliability.http1 import HttpError, Pool  # noqa: E402
 from reliability.running import RunningUp  # noqa: E402
 from workers.embedded_pg import default_bindir  # noqa: E402
 from workers.report import create_user  # noqa: E402
@@ -79,16 +81,23 @@ class Load:
     state: dict[str, str]
     users: list[User]
     stats: Stats
-    http: httpx.AsyncClient
+    worker: Pool
+    functions: Pool
+    stripe: Pool
     pool: AsyncConnectionPool[Any]
     rng: random.Random
     sent_events: list[tuple[bytes, str]] = field(default_factory=list)
 
     # -- Twilio -----------------------------------------------------------------------
 
-    async def twilio_post(self, url: str, params: dict[str, str]) -> httpx.Response:
+    async def twilio_post(self, url: str, params: dict[str, str]) -> tuple[int, str]:
         signature = twilio_signature(url, params, self.state["twilio_auth_token"])
-        return await self.http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature,
+        }
+        status, body = await self.worker.request("POST", url, urlencode(params).encode(), headers)
+        return status, body.decode()
 
     async def call(self) -> None:
         user = self.rng.choice(self.users)
@@ -104,15 +113,15 @@ class Load:
         }
         started = time.perf_counter()
         try:
-            answer = await self.twilio_post(self.state["twilio_voice_url"], voice)
-        except httpx.HTTPError as exc:
-            self.stats.error("POST /twilio/voice", type(exc).__name__)
+            status, twiml = await self.twilio_post(self.state["twilio_voice_url"], voice)
+        except HttpError as exc:
+            self.stats.error("POST /twilio/voice", str(exc)[:40])
             return
-        if answer.status_code != 200:
-            self.stats.error("POST /twilio/voice", f"HTTP {answer.status_code}")
+        if status != 200:
+            self.stats.error("POST /twilio/voice", f"HTTP {status}")
             return
         self.stats.ok("POST /twilio/voice", started)
-        dial = parse_dial(answer.text)
+        dial = parse_dial(twiml)
         if dial is None:
             self.stats.refused += 1  # the balance was short: a correct answer, not an error
             return
@@ -128,12 +137,12 @@ class Load:
         }
         started = time.perf_counter()
         try:
-            settled = await self.twilio_post(self.state["twilio_status_url"], callback)
-        except httpx.HTTPError as exc:
-            self.stats.error("POST /twilio/call-status", type(exc).__name__)
+            status, text = await self.twilio_post(self.state["twilio_status_url"], callback)
+        except HttpError as exc:
+            self.stats.error("POST /twilio/call-status", str(exc)[:40])
             return
-        if settled.status_code != 200 or "settled" not in settled.text:
-            self.stats.error("POST /twilio/call-status", f"HTTP {settled.status_code}")
+        if status != 200 or "settled" not in text:
+            self.stats.error("POST /twilio/call-status", f"HTTP {status}")
             return
         self.stats.ok("POST /twilio/call-status", started)
 
@@ -173,17 +182,17 @@ class Load:
         }
         started = time.perf_counter()
         try:
-            response = await self.http.post(
-                self.state["stripe_webhook_url"], content=payload, headers=headers
+            status, body = await self.worker.request(
+                "POST", self.state["stripe_webhook_url"], payload, headers
             )
-        except httpx.HTTPError as exc:
-            self.stats.error("POST /stripe/webhook", type(exc).__name__)
+        except HttpError as exc:
+            self.stats.error("POST /stripe/webhook", str(exc)[:40])
             return
         # A repeat may overtake its first delivery: either copy may be the one applied.
-        if response.status_code != 200 or not any(
-            outcome in response.text for outcome in ('"applied"', '"duplicate event"')
+        if status != 200 or not any(
+            outcome in body for outcome in (b'"applied"', b'"duplicate event"')
         ):
-            self.stats.error("POST /stripe/webhook", f"HTTP {response.status_code}")
+            self.stats.error("POST /stripe/webhook", f"HTTP {status}")
             return
         self.stats.ok("POST /stripe/webhook", started)
 
@@ -208,38 +217,56 @@ class Load:
         user = self.rng.choice(self.users)
         amount = 50 if user.plan == "classic" else 10
         started = time.perf_counter()
+        headers = {"Authorization": f"Bearer {user.jwt}", "Content-Type": "application/json"}
         try:
-            session = await self.http.post(
+            status, body = await self.functions.request(
+                "POST",
                 self.state["functions_url"] + "/top-up",
-                json={"amount": amount},
-                headers={"Authorization": f"Bearer {user.jwt}"},
+                json.dumps({"amount": amount}).encode(),
+                headers,
             )
-        except httpx.HTTPError as exc:
-            self.stats.error("edge top-up", type(exc).__name__)
+        except HttpError as exc:
+            self.stats.error("edge top-up", str(exc)[:40])
             return
-        if session.status_code != 200:
-            self.stats.error("edge top-up", f"HTTP {session.status_code}")
+        if status != 200:
+            self.stats.error("edge top-up", f"HTTP {status}")
             return
         self.stats.ok("edge top-up", started)
-        paid = await self.http.post(
-            session.json()["url"] + "/pay", headers={"Accept": "application/json"}
-        )
-        if paid.status_code != 200:
-            self.stats.error("checkout pay (stand-in)", f"HTTP {paid.status_code}")
+        url = json.loads(body)["url"] + "/pay"
+        try:
+            paid, _ = await self.stripe.request("POST", url, b"", {"Accept": "application/json"})
+        except HttpError as exc:
+            self.stats.error("checkout pay (stand-in)", str(exc)[:40])
+            return
+        if paid != 200:
+            self.stats.error("checkout pay (stand-in)", f"HTTP {paid}")
 
 
 async def steady(
-    rate: float, until: float, op: Callable[[], Awaitable[None]], inflight: set[asyncio.Task[None]]
+    rate: float,
+    until: float,
+    op: Callable[[], Awaitable[None]],
+    inflight: set[asyncio.Task[None]],
+    stats: Stats,
+    name: str,
+    cap: int,
 ) -> None:
-    """Start `op` `rate` times a second until `until`, whatever the answers' latency."""
+    """Start `op` `rate` times a second until `until`, whatever the answers' latency.
+
+    Past `cap` requests in flight the system has fallen behind: the arrival is
+    counted as shed (an error) instead of piling up without bound.
+    """
     if rate <= 0:
         return
     interval = 1.0 / rate
     next_at = time.perf_counter()
     while next_at < until:
-        task = asyncio.ensure_future(op())
-        inflight.add(task)
-        task.add_done_callback(inflight.discard)
+        if len(inflight) >= cap:
+            stats.error(name, "shed: too many requests in flight")
+        else:
+            task = asyncio.ensure_future(op())
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
         next_at += interval
         await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
 
@@ -280,24 +307,28 @@ def sample_memory(up: RunningUp, stats: Stats, stop: threading.Event) -> None:
 async def run_load(
     state: dict[str, str], users: list[User], args: argparse.Namespace, stats: Stats
 ) -> float:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with (
-        httpx.AsyncClient(timeout=30, limits=limits) as http,
-        AsyncConnectionPool(state["database_url"], min_size=4, max_size=8, open=False) as pool,
-    ):
+    worker = Pool(state["worker_url"], 48)
+    functions = Pool(state["functions_url"], 8)
+    stripe = Pool(state["stripe_api_base"], 8)
+    async with AsyncConnectionPool(
+        state["database_url"], min_size=4, max_size=16, open=False
+    ) as pool:
         await pool.open(wait=True)
-        load = Load(state, users, stats, http, pool, random.Random(args.seed))
+        load = Load(state, users, stats, worker, functions, stripe, pool, random.Random(args.seed))
         started = time.perf_counter()
         until = started + args.minutes * 60
         inflight: set[asyncio.Task[None]] = set()
+        cap = args.max_inflight
         await asyncio.gather(
-            steady(args.calls, until, load.call, inflight),
-            steady(args.webhooks, until, load.webhook, inflight),
-            steady(args.reads, until, load.billing_me, inflight),
-            steady(args.topups, until, load.top_up, inflight),
+            steady(args.calls, until, load.call, inflight, stats, "call", cap),
+            steady(args.webhooks, until, load.webhook, inflight, stats, "webhook", cap),
+            steady(args.reads, until, load.billing_me, inflight, stats, "billing_me", cap),
+            steady(args.topups, until, load.top_up, inflight, stats, "top-up", cap),
         )
         if inflight:
             await asyncio.gather(*inflight)
+        for p in (worker, functions, stripe):
+            p.close()
         return time.perf_counter() - started
 
 
@@ -386,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pgbench-seconds", type=int, default=60)
     parser.add_argument("--pgbench-clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--max-inflight", type=int, default=256, help="requests in flight before shedding"
+    )
     args = parser.parse_args(argv)
 
     up = RunningUp(Path(tempfile.mkdtemp(prefix="callbalance-load-")) / "state")
