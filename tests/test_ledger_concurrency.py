@@ -203,3 +203,14 @@ def test_a_refund_racing_its_payment_lands_right_in_either_order(fresh_db: str) 
     for user in users:
         assert _balance(fresh_db, user) == Decimal("20.00")
     _no_drift(fresh_db)
+
+
+def test_a_new_refill_request_is_announced_on_commit(fresh_db: str) -> None:
+    user = _new_user(fresh_db)
+    _arrange(fresh_db, *_with_card_and_auto_refill(user, 1050))
+    with psycopg.connect(fresh_db, autocommit=True) as listener:
+        listener.execute("listen refill_requests")
+        _arrange(fresh_db, ("select billing.settle_call('CA-notify', %s, 600)", (user,)))
+        notices = list(listener.notifies(timeout=5, stop_after=1))
+    requests = _owner(fresh_db, "select id from public.refill_requests where user_id = %s", (user,))
+    assert [n.payload for n in notices] == [str(requests[0]["id"])]
