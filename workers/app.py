@@ -122,11 +122,15 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             return _error(400, "invalid signature", str(exc))
         try:
             event = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             request.state.log.update(outcome="skipped", reason="malformed JSON")
             return Ack(received=True, outcome="skipped: malformed JSON")
         plan = stripe_events.plan_for(event)
-        fields = {"event_id": event.get("id"), "event_type": event.get("type")}
+        fields = (
+            {"event_id": event.get("id"), "event_type": event.get("type")}
+            if isinstance(event, dict)
+            else {}
+        )
         if plan.skip is not None:
             request.state.log.update(fields, outcome="skipped", reason=plan.skip)
             return Ack(received=True, outcome=f"skipped: {plan.skip}")
@@ -211,6 +215,8 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             return _error(400, "invalid callback", str(exc))
         except RpcError as exc:
             request.state.log.update(outcome="refused", reason=exc.message)
+            if exc.status == 400:
+                return _error(400, "invalid callback", exc.message)
             return Ack(received=True, outcome=f"refused: {exc.message}")
         except (psycopg.Error, OSError) as exc:
             request.state.log.update(outcome="error", reason=type(exc).__name__)

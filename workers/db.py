@@ -49,8 +49,14 @@ class RpcError(Exception):
 
 
 def rpc_error(exc: psycopg.Error) -> RpcError | None:
-    """The RpcError for a PTxxx SQLSTATE, or None for anything else."""
+    """The RpcError for a PTxxx SQLSTATE or a data error, or None for anything else.
+
+    Data errors (SQLSTATE class 22: a malformed uuid, a number out of range, a NUL
+    byte in a string) come from the input, not the database: they are a 400.
+    """
     state = exc.sqlstate or ""
+    if isinstance(exc, psycopg.DataError):
+        return RpcError(400, "Invalid input.", {"details": exc.diag.message_primary or str(exc)})
     if not (state.startswith("PT") and state[2:].isdigit()):
         return None
     detail_text = exc.diag.message_detail or ""

@@ -50,7 +50,8 @@ def verify(payload: bytes, header: str | None, secrets: list[str], tolerance: in
                 payload.decode("utf-8", errors="replace"), header, secret, tolerance
             )
             return
-        except stripe.SignatureVerificationError:
+        except (stripe.SignatureVerificationError, TypeError, ValueError):
+            # TypeError: compare_digest refuses a header with non-ASCII characters.
             continue
     raise BadSignature("no configured secret matches the Stripe-Signature header")
 
@@ -89,7 +90,7 @@ def checkout_paid(event: Json) -> Plan:
         return Plan(skip="session without payment_intent or amount_total")
     steps = [
         Step(
-            "select billing.credit_topup(%s::uuid, %s, %s, 'topup', %s::jsonb)",
+            "select billing.credit_topup(%s::uuid, %s::bigint, %s, 'topup', %s::jsonb)",
             (user, amount, intent, json.dumps({"checkout_session_id": session.get("id")})),
         )
     ]
@@ -113,7 +114,7 @@ def intent_succeeded(event: Json) -> Plan:
     )
     steps = [
         Step(
-            "select billing.credit_topup(%s::uuid, %s, %s, %s, %s::jsonb)",
+            "select billing.credit_topup(%s::uuid, %s::bigint, %s, %s, %s::jsonb)",
             (user, amount, intent["id"], purpose, json.dumps(extra)),
         )
     ]
@@ -147,7 +148,7 @@ def charge_refunded(event: Json) -> Plan:
         object_id=charge.get("id"),
         steps=[
             Step(
-                "select billing.reverse_refund(%s, %s, %s::jsonb)",
+                "select billing.reverse_refund(%s, %s::bigint, %s::jsonb)",
                 (intent, refunded, json.dumps({"charge_id": charge.get("id")})),
             )
         ],
@@ -161,7 +162,12 @@ def dispute_created(event: Json) -> Plan:
         return Plan(skip="dispute without a payment intent")
     return Plan(
         object_id=dispute.get("id"),
-        steps=[Step("select billing.reverse_dispute(%s, %s, %s)", (intent, dispute["id"], amount))],
+        steps=[
+            Step(
+                "select billing.reverse_dispute(%s, %s, %s::bigint)",
+                (intent, dispute["id"], amount),
+            )
+        ],
     )
 
 
@@ -174,7 +180,12 @@ def dispute_closed(event: Json) -> Plan:
         return Plan(skip="dispute without a payment intent")
     return Plan(
         object_id=dispute.get("id"),
-        steps=[Step("select billing.restore_dispute(%s, %s, %s)", (intent, dispute["id"], amount))],
+        steps=[
+            Step(
+                "select billing.restore_dispute(%s, %s, %s::bigint)",
+                (intent, dispute["id"], amount),
+            )
+        ],
     )
 
 

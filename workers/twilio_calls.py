@@ -138,7 +138,7 @@ async def settle_from_callback(db: Database, params: dict[str, str]) -> str:
         raise BadCallback("CallSid is missing or malformed")
     if status == "completed":
         raw = params.get("CallDuration", params.get("DialCallDuration", "0")) or "0"
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
             raise BadCallback("CallDuration is not a whole number of seconds")
         seconds = int(raw)
     elif status in TERMINAL_UNANSWERED:
@@ -148,7 +148,8 @@ async def settle_from_callback(db: Database, params: dict[str, str]) -> str:
     meta = json.dumps({"status": status, "leg_sid": params.get("CallSid")})
     try:
         result: dict[str, Any] = await db.call(
-            "select billing.settle_call(%s, null, %s, %s::jsonb)", (call_sid, seconds, meta)
+            "select billing.settle_call(%s, null, %s::integer, %s::jsonb)",
+            (call_sid, seconds, meta),
         )
     except RpcError as exc:
         if exc.status == 404:
