@@ -193,3 +193,51 @@ select tests.assert_eq(
     0::bigint, 'no refill waits once auto-refill is off'
 );
 select tests.assert_eq((select count(*) from monitoring.ledger_drift), 0::bigint, 'no drift');
+
+-- A late failure report of an older attempt does not count against the attempt in flight.
+select tests.reset_role();
+select set_config('t.late', tests.create_user('late-report@example.test', 'classic')::text, true);
+select billing.save_payment_method(
+    current_setting('t.late')::uuid, 'cus_late', 'pm_late'
+);
+select billing.credit_topup(current_setting('t.late')::uuid, 1000, 'pi_late_topup');
+select public.update_auto_refill_settings(true, 50, 10)
+from (select tests.authenticate_as(current_setting('t.late')::uuid)) as acting;
+select tests.reset_role();
+select billing.authorize_call('CA_late_1', current_setting('t.late')::uuid);
+select billing.settle_call('CA_late_1', current_setting('t.late')::uuid, 60);
+select set_config(
+    't.late_request',
+    (select r.id::text from billing.claim_refills(1000) as r
+     where r.user_id = current_setting('t.late')::uuid),
+    true
+);
+select tests.assert_eq(
+    (billing.fail_refill(
+        current_setting('t.late_request')::uuid, 'card_declined', 'refill_old_attempt'
+    ) ->> 'ignored')::boolean,
+    true,
+    'a report naming another attempt is ignored'
+);
+select tests.assert_eq(
+    (select auto_refill_failures from public.call_balance
+     where user_id = current_setting('t.late')::uuid),
+    0,
+    'the stale report counted no failure'
+);
+select tests.assert_eq(
+    (billing.fail_refill(
+        current_setting('t.late_request')::uuid,
+        'card_declined',
+        (select r.idempotency_key from public.refill_requests as r
+         where r.id = current_setting('t.late_request')::uuid)
+    ) ->> 'ignored')::boolean,
+    false,
+    'a report naming the attempt in flight counts'
+);
+select tests.assert_eq(
+    (select auto_refill_failures from public.call_balance
+     where user_id = current_setting('t.late')::uuid),
+    1,
+    'one failure counted'
+);

@@ -60,7 +60,7 @@ SERVICE_RPCS = {
     "reverse_dispute(text,text,bigint)",
     "restore_dispute(text,text,bigint)",
     "claim_refills(integer)",
-    "fail_refill(uuid,text)",
+    "fail_refill(uuid,text,text)",
     "number_owner(text)",
     "authorize_call(text,uuid)",
     "settle_call(text,uuid,integer,jsonb)",

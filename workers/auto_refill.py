@@ -41,6 +41,7 @@ def charge(stripe_client: stripe.StripeClient, request: dict[str, Any]) -> strip
                 "purpose": "auto_refill",
                 "user_id": str(request["user_id"]),
                 "refill_request_id": str(request["id"]),
+                "refill_attempt": request["idempotency_key"],
             },
         },
         options={"idempotency_key": request["idempotency_key"]},
@@ -61,7 +62,10 @@ def process(
 ) -> RefillOutcome:
     request_id = str(request["id"])
     if not request.get("stripe_customer_id") or not request.get("stripe_payment_method_id"):
-        db.call("select billing.fail_refill(%s, %s)", (request_id, "no saved payment method"))
+        db.call(
+            "select billing.fail_refill(%s, %s, %s)",
+            (request_id, "no saved payment method", request["idempotency_key"]),
+        )
         return RefillOutcome(request_id, "failed: no saved payment method")
     try:
         intent = charge(stripe_client, request)
@@ -69,7 +73,10 @@ def process(
         code = exc.code or "card_error"
         error = exc.error
         decline = getattr(error, "decline_code", None) if error is not None else None
-        db.call("select billing.fail_refill(%s, %s)", (request_id, decline or code))
+        db.call(
+            "select billing.fail_refill(%s, %s, %s)",
+            (request_id, decline or code, request["idempotency_key"]),
+        )
         log("auto-refill declined", refill_request_id=request_id, code=decline or code)
         return RefillOutcome(request_id, f"failed: {decline or code}")
     except stripe.StripeError as exc:
@@ -78,7 +85,10 @@ def process(
         log("auto-refill deferred", refill_request_id=request_id, error=type(exc).__name__)
         return RefillOutcome(request_id, f"deferred: {type(exc).__name__}")
     if intent.status != "succeeded":
-        db.call("select billing.fail_refill(%s, %s)", (request_id, f"status {intent.status}"))
+        db.call(
+            "select billing.fail_refill(%s, %s, %s)",
+            (request_id, f"status {intent.status}", request["idempotency_key"]),
+        )
         return RefillOutcome(request_id, f"failed: status {intent.status}")
     meta = json.dumps({"refill_request_id": request_id})
     try:

@@ -135,7 +135,12 @@ def intent_failed(event: Json) -> Plan:
     code = error.get("decline_code") or error.get("code") or "payment_failed"
     return Plan(
         object_id=intent["id"],
-        steps=[Step("select billing.fail_refill(%s::uuid, %s)", (meta["refill_request_id"], code))],
+        steps=[
+            Step(
+                "select billing.fail_refill(%s::uuid, %s, %s)",
+                (meta["refill_request_id"], code, meta.get("refill_attempt")),
+            )
+        ],
     )
 
 

@@ -213,7 +213,14 @@ grant execute on function billing.claim_refills(integer) to service_role;
  * billing.fail_refill: back off, and give up after three failures in a row
  * ------------------------------------------------------------------------ */
 
-create or replace function billing.fail_refill(p_request_id uuid, p_error text)
+-- p_attempt: the idempotency key of the failed attempt (a payment intent's
+-- metadata.refill_attempt). A late report of an older attempt is ignored, so it
+-- cannot count against the attempt in flight now. Null: the attempt in flight.
+create or replace function billing.fail_refill(
+    p_request_id uuid,
+    p_error text,
+    p_attempt text default null
+)
 returns jsonb
 language plpgsql
 security definer
@@ -239,9 +246,13 @@ begin
     end if;
     v_account := billing._lock_account(v_user_id);
     select r.* into v_request from public.refill_requests as r where r.id = p_request_id for update;
-    if v_request.status <> 'processing' then
+    if
+        v_request.status <> 'processing'
+        or (p_attempt is not null and p_attempt is distinct from v_request.idempotency_key)
+    then
         -- No attempt in flight: this failure was already counted (the worker and the
-        -- payment_failed webhook both report it), or the request is closed.
+        -- payment_failed webhook both report it), the report is about an older
+        -- attempt, or the request is closed.
         return pg_catalog.jsonb_build_object(
             'requestId', v_request.id, 'status', v_request.status, 'ignored', true,
             'failures', v_account.auto_refill_failures,
@@ -294,5 +305,5 @@ begin
 end
 $$;
 
-revoke execute on function billing.fail_refill(uuid, text) from public;
-grant execute on function billing.fail_refill(uuid, text) to service_role;
+revoke execute on function billing.fail_refill(uuid, text, text) from public;
+grant execute on function billing.fail_refill(uuid, text, text) to service_role;
