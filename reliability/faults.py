@@ -205,7 +205,11 @@ def run(
         world = World(state, plans, Record())
         echo(f"signing up {users} users")
         people = setup_users(world, users, seed)
-        driver = Driver(world, people, threads=min(threads, len(people)), seed=seed)
+        # With the Edge Functions killed, buy numbers often enough to be caught mid-purchase.
+        weights = {"buy-number": 30.0} if kill_edge_functions else None
+        driver = Driver(
+            world, people, threads=min(threads, len(people)), seed=seed, weights=weights
+        )
         kinds = [*KINDS, EDGE_KILL] if kill_edge_functions else list(KINDS)
         nemesis = Nemesis(up, seed=seed, kinds=kinds)
         memory: dict[str, float] = {}

@@ -382,9 +382,11 @@ def _signed_post(
 Operation = Callable[[httpx.Client, random.Random, User], str]
 
 
-def operations(world: World) -> list[tuple[str, float, Operation]]:
-    """The mix: (kind, weight, operation)."""
-    return [
+def operations(
+    world: World, weights: dict[str, float] | None = None
+) -> list[tuple[str, float, Operation]]:
+    """The mix: (kind, weight, operation); `weights` overrides some of the weights."""
+    mix: list[tuple[str, float, Operation]] = [
         ("call", 40, world.call),
         ("top-up", 16, world.top_up),
         ("billing_me", 18, lambda _http, rng, user: world.read(rng, user)),
@@ -392,13 +394,22 @@ def operations(world: World) -> list[tuple[str, float, Operation]]:
         ("buy-number", 5, world.buy_number),
         ("auto-refill settings", 6, lambda _http, rng, user: world.auto_refill(rng, user)),
     ]
+    return [(kind, (weights or {}).get(kind, weight), op) for kind, weight, op in mix]
 
 
 class Driver:
     """Threads taking users in turn (one operation per user at a time) until stopped."""
 
-    def __init__(self, world: World, users: list[User], threads: int, seed: int) -> None:
+    def __init__(
+        self,
+        world: World,
+        users: list[User],
+        threads: int,
+        seed: int,
+        weights: dict[str, float] | None = None,
+    ) -> None:
         self.world = world
+        self.weights = weights
         self.users = users
         self.threads = threads
         self.seed = seed
@@ -423,7 +434,7 @@ class Driver:
 
     def _run(self, index: int) -> None:
         rng = random.Random(self.seed * 1000 + index)
-        mix = operations(self.world)
+        mix = operations(self.world, self.weights)
         weights = [w for _, w, _ in mix]
         with httpx.Client() as http:
             while not self.stop.is_set():
