@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,12 @@ class System:
     twilio: Any = None
     twilio_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """The worker's structured log, one JSON object per line."""
+        with open(self.log_path, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.startswith("{")]
 
     # -- the database, as its owner -------------------------------------------------
     def rows(self, query: str, params: Any = None) -> list[dict[str, Any]]:
@@ -217,11 +224,12 @@ def running_system(db_url: str, twilio_app_factory: Any = None) -> Iterator[Syst
     }
     if twilio_url:
         env["TWILIO_API_BASE"] = twilio_url
+    log_file = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "serve", "--port", str(port)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_healthy(worker_url, proc)
@@ -233,8 +241,11 @@ def running_system(db_url: str, twilio_app_factory: Any = None) -> Iterator[Syst
             twilio=twilio_state,
             twilio_url=twilio_url,
             env=env,
+            log_path=log_file.name,
         )
     finally:
+        log_file.close()
+        os.unlink(log_file.name)
         proc.terminate()
         try:
             proc.wait(timeout=10)

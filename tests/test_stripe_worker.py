@@ -290,3 +290,20 @@ def test_seed_flow_add_50_through_checkout(system: System) -> None:
         "select stripe_payment_method_id is not null from public.call_balance where user_id = %s",
         (user,),
     )
+
+
+def test_every_request_is_one_json_log_line_without_secrets(system: System) -> None:
+    user = system.new_user()
+    event = checkout(user, 1000, pi_id())
+    system.post_stripe(event)
+    system.post_stripe(event, secret="whsec_someone_else")
+    lines = [line for line in system.log_lines() if line.get("event_id") == event["id"]]
+    assert lines and lines[-1]["outcome"] == "applied"
+    assert lines[-1]["event_type"] == "checkout.session.completed"
+    assert lines[-1]["status"] == 200 and lines[-1]["latency_ms"] >= 0
+    rejected = [line for line in system.log_lines() if line.get("outcome") == "rejected"]
+    assert rejected and rejected[-1]["status"] == 400
+    with open(system.log_path, encoding="utf-8") as handle:
+        text = handle.read()
+    for secret in ("whsec_test_current", "whsec_test_rotated_out", "sk_test_callbalance"):
+        assert secret not in text

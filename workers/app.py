@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
@@ -18,6 +18,7 @@ import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers import stripe_events, twilio_calls
 from workers.db import Database, RpcError, migrations_current
@@ -52,6 +53,44 @@ TWILIO_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+class AccessLog:
+    """One JSON log line per request, with the fields the route put in `request.state.log`.
+
+    A plain ASGI middleware: Starlette's BaseHTTPMiddleware would run every request
+    through an extra task group and memory streams.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        fields: dict[str, Any] = {}
+        scope.setdefault("state", {})["log"] = fields
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            log(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                **fields,
+            )
+
+
 def _error(status: int, error: str, details: str | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "details": details}, status_code=status)
 
@@ -75,22 +114,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     app.state.db = database
 
-    @app.middleware("http")
-    async def access_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        request.state.log = {}
-        response = await call_next(request)
-        log(
-            "request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            latency_ms=round((time.perf_counter() - started) * 1000, 2),
-            **request.state.log,
-        )
-        return response
+    app.add_middleware(AccessLog)
 
     @app.get("/healthz", response_model=Health, summary="The process is up")
     async def healthz() -> Health:
