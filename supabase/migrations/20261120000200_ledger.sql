@@ -93,6 +93,11 @@ create index balance_transactions_payment_intent_idx
 on public.balance_transactions (stripe_payment_intent_id)
 where stripe_payment_intent_id is not null;
 
+-- The month's auto-refills of an account (the monthly cap), without reading its calls.
+create index balance_transactions_auto_refills_idx
+on public.balance_transactions (user_id, created_at)
+where reason = 'auto_refill';
+
 alter table public.balance_transactions enable row level security;
 
 create policy "Users can read their own transactions"  -- noqa: RF05
