@@ -124,6 +124,20 @@ def test_up_runs_the_whole_system_and_keeps_its_data(
     assert len(before) == 2
     assert json.loads(report.stdout)["ledger_drift"] == []
 
+    # kill -9 of Postgres: `up` notices, recovers it, and the system answers again.
+    postmaster = int((state_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+    os.kill(postmaster, signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    recovered = None
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        recovered = cli("report", "--json", "--state-dir", str(state_dir), env=up_env)
+        if recovered.returncode == 0 and "restarting Postgres" in running.log.read_text():
+            break
+    assert recovered is not None and recovered.returncode == 0, running.log.read_text()[-2000:]
+    assert {r["email"]: r["balance"] for r in json.loads(recovered.stdout)["balances"]} == before
+    assert running.proc is not None and running.proc.poll() is None
+
     assert running.stop() == 0
     assert not (state_dir / "up.json").exists()
     for name, pid in children.items():

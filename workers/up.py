@@ -5,7 +5,8 @@ the jobs, and the Edge Functions under Deno. Postgres is the embedded default
 (or `DATABASE_URL`). Every child's output goes to `<state>/logs/<name>.log`;
 a child that dies is reported with its last lines and restarted (three times
 at most within a minute), else `up` stops everything and exits non-zero.
-Ctrl-C or SIGTERM stops all children; children also die with `up` itself
+The embedded Postgres is supervised the same way. Ctrl-C or SIGTERM stops
+all children; children also die with `up` itself
 (PR_SET_PDEATHSIG), so nothing is left orphaned.
 """
 
@@ -28,7 +29,7 @@ from types import FrameType
 
 import httpx
 
-from workers.embedded_pg import EmbeddedPostgres, port_in_use
+from workers.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, port_in_use
 from workers.migrate import migrate
 from workers.paths import FUNCTIONS_DIR, PROJECT_ROOT
 
@@ -126,6 +127,7 @@ class Up:
     children: list[Child] = field(default_factory=list)
     server: EmbeddedPostgres | None = None
     stop_event: threading.Event = field(default_factory=threading.Event)
+    pg_restarts: deque[float] = field(default_factory=deque)
 
     def step(self, text: str) -> None:
         self.echo(f"  • {text}")
@@ -345,8 +347,51 @@ class Up:
         self.echo("  .venv/bin/callbalance report              # balances, ledger, revenue")
         self.echo("Ctrl-C stops everything.")
 
+    def postgres_alive(self) -> bool:
+        if self.server is None:
+            return True
+        try:
+            pid = int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return False
+        stat = Path(f"/proc/{pid}/stat")
+        return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+    def restart_postgres(self) -> bool:
+        assert self.server is not None
+        tail = ""
+        if self.server.log_file.exists():
+            lines = self.server.log_file.read_text(errors="replace").splitlines()
+            tail = "\n".join(lines[-10:])
+        self.echo(f"! Postgres exited; last lines:\n{tail}")
+        now = time.monotonic()
+        while self.pg_restarts and now - self.pg_restarts[0] > 60:
+            self.pg_restarts.popleft()
+        if len(self.pg_restarts) >= 3:
+            self.echo("! Postgres keeps dying; stopping everything")
+            return False
+        self.pg_restarts.append(now)
+        self.echo("  restarting Postgres (crash recovery)")
+        deadline = time.monotonic() + 60
+        last: Exception | None = None
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            if self.postgres_alive():
+                return True  # started meanwhile (an operator, or recovery finished)
+            try:
+                self.server.start()
+                return True
+            except EmbeddedPostgresError as exc:
+                # The killed postmaster's backends may hold its shared memory a moment.
+                last = exc
+                time.sleep(0.5)
+        self.echo(f"! Postgres did not restart: {last}")
+        return self.stop_event.is_set()
+
     def supervise(self) -> int:
         while not self.stop_event.wait(0.5):
+            if not self.postgres_alive() and not self.restart_postgres():
+                return 1
             for child in self.children:
                 if child.alive():
                     continue
