@@ -72,6 +72,8 @@ SERVICE_RPCS = {
     "renew_numbers(timestamp with time zone)",
     "numbers_to_release(integer)",
     "mark_number_released(uuid)",
+    "stale_number_purchases(timestamp with time zone,integer,interval)",
+    "unknown_number_sids(text[])",
 }
 
 

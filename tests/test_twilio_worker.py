@@ -304,7 +304,9 @@ def test_a_hold_twilio_never_heard_of_expires(system: System, jobs_db: SyncDatab
 
 def paid_number(system: System, user: str) -> dict[str, Any]:
     give_number(system, user)  # the free one
-    bought = twilio_client(system).incoming_phone_numbers.create(area_code="415")
+    bought = twilio_client(system).incoming_phone_numbers.create(
+        area_code="415", voice_url=system.worker_url + "/twilio/voice"
+    )
     purchase = system.service(
         "select billing.reserve_number(%s::uuid, %s)", (user, bought.phone_number)
     )
@@ -372,3 +374,36 @@ def test_a_top_up_while_past_due_renews_instead(system: System, jobs_db: SyncDat
         == "active"
     )
     assert system.balance(user) == Decimal("8.00")
+
+
+def test_a_purchase_that_died_half_way_is_refunded_and_its_number_released(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("starter")
+    fund(system, user, 1000)
+    give_number(system, user)  # the free one; the next costs $2
+    voice_url = system.worker_url + "/twilio/voice"
+    purchase = system.service("select billing.reserve_number(%s::uuid, null)", (user,))
+    assert purchase["charged"] == 2 and system.balance(user) == Decimal("8.00")
+    # Twilio sold the number; the function died before confirming it.
+    orphan = twilio_client(system).incoming_phone_numbers.create(
+        area_code="415", voice_url=voice_url
+    )
+    owner = system.new_user("starter")
+    fund(system, owner, 1000)
+    kept = paid_number(system, owner)  # a recorded number stays
+    early = twilio_jobs.reconcile_numbers(jobs_db, twilio_client(system), voice_url)
+    assert early == {"cancelled": 0, "released": 0, "errors": 0}  # too recent to judge
+    later = datetime.now(UTC) + timedelta(minutes=11)
+    counts = twilio_jobs.reconcile_numbers(jobs_db, twilio_client(system), voice_url, at=later)
+    assert counts["cancelled"] >= 1 and counts["errors"] == 0
+    assert system.balance(user) == Decimal("10.00")
+    assert (
+        system.one(
+            "select status from public.user_phone_numbers where id = %s", (purchase["purchaseId"],)
+        )
+        == "cancelled"
+    )
+    released = {n["sid"] for n in system.twilio.released}
+    assert orphan.sid in released and kept["sid"] not in released
+    assert system.drift() == []

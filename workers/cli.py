@@ -97,6 +97,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base
         ),
         poll_seconds=args.poll_seconds,
+        voice_url=settings.public_url + "/twilio/voice",
     )
 
     def handler(signum: int, frame: FrameType | None) -> None:

@@ -3,7 +3,7 @@
 - auto-refill: wakes on `NOTIFY refill_requests` (within a second of the
   debit that enqueued it), with a polling fallback;
 - reconciliation of holds without a status callback, every minute;
-- number renewals and releases, hourly.
+- number renewals and releases, and purchases that died half-way, hourly.
 Several processes may run at once: every claim is `for update skip locked`
 and every SQL step is idempotent. SIGTERM stops the loop between steps.
 """
@@ -40,6 +40,7 @@ class Jobs:
     poll_seconds: float = 5.0
     reconcile_seconds: float = 60.0
     renew_seconds: float = 3600.0
+    voice_url: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
     def refills(self) -> object:
@@ -51,7 +52,12 @@ class Jobs:
     def renew(self) -> object:
         renewed = twilio_jobs.renew_numbers(self.db)
         released = twilio_jobs.release_numbers(self.db, self.twilio)
-        return {"renewals": renewed, "releases": released}
+        result = {"renewals": renewed, "releases": released}
+        if self.voice_url:
+            result["purchases"] = twilio_jobs.reconcile_numbers(
+                self.db, self.twilio, self.voice_url
+            )
+        return result
 
     def run(self) -> None:
         schedules = [

@@ -7,7 +7,7 @@ number goes) are SQL's; this module asks Twilio what happened and reports it.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -89,4 +89,53 @@ def release_numbers(db: SyncDatabase, twilio: TwilioClient, limit: int = 50) -> 
             continue
         db.call("select billing.mark_number_released(%s)", (str(number["id"]),))
         counts["released"] += 1
+    return counts
+
+
+def reconcile_numbers(
+    db: SyncDatabase,
+    twilio: TwilioClient,
+    voice_url: str,
+    at: datetime | None = None,
+    min_age: timedelta = timedelta(minutes=10),
+) -> dict[str, int]:
+    """Finish what a purchase that died half-way left behind.
+
+    Pending purchases past their time are cancelled (the charge reversed by SQL);
+    numbers Twilio holds with this system's voice URL that no purchase records,
+    bought more than `min_age` ago, are released at Twilio.
+    """
+    counts = {"cancelled": 0, "released": 0, "errors": 0}
+    for purchase in db.rows("select * from billing.stale_number_purchases(%s, 50)", (at,)):
+        try:
+            db.call(
+                "select billing.cancel_number(%s, %s)",
+                (str(purchase["id"]), "the purchase did not complete"),
+            )
+            counts["cancelled"] += 1
+        except RpcError as exc:
+            log("stale purchase not cancelled", number_id=str(purchase["id"]), reason=exc.message)
+            counts["errors"] += 1
+    cutoff = (at or datetime.now(UTC)) - min_age
+    try:
+        held = [
+            n
+            for n in twilio.incoming_phone_numbers.list(limit=1000)
+            if n.voice_url == voice_url and n.date_created is not None and n.date_created < cutoff
+        ]
+    except TwilioException:
+        counts["errors"] += 1
+        return counts
+    sids = [str(n.sid) for n in held]
+    unknown = {
+        r["sid"] for r in db.rows("select * from billing.unknown_number_sids(%s) as sid", (sids,))
+    }
+    for sid in sids:
+        if sid not in unknown:
+            continue
+        try:
+            twilio.incoming_phone_numbers(sid).delete()
+            counts["released"] += 1
+        except TwilioException:
+            counts["errors"] += 1
     return counts
