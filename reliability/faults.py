@@ -12,9 +12,11 @@ The run (the Jepsen "bank" idea: money is conserved whatever happens):
    callbacks, top-ups, refunds, numbers, auto-refill settings, `billing_me`)
    while the nemesis injects faults (see `reliability.nemesis`).
 4. Heal: Postgres up, worker and jobs restarted, faults cleared. Time passes:
-   calls whose callbacks were lost twice are settled by the jobs'
-   reconciliation against Twilio's Calls API (run with the clock five hours on);
-   every Stripe event is delivered once more, as Stripe's retries would.
+   the jobs' reconciliations run with the clock five hours on (calls whose
+   callbacks were lost twice are settled from Twilio's Calls API; number
+   purchases that died half-way are cancelled and numbers no account owns are
+   released); every Stripe event is delivered once more, as Stripe's retries
+   would.
 5. Check every user against what the outside world paid and used
    (`reliability.checks`) and print the table. Exit status 1 on any violation.
 """
@@ -142,23 +144,34 @@ def setup_users(world: World, count: int, seed: int) -> list[User]:
     return users
 
 
-def reconcile_lost_callbacks(state: dict[str, str]) -> dict[str, int]:
-    """The jobs' reconciliation, with the clock moved on past every hold's deadline."""
+def reconcile_after_the_run(state: dict[str, str]) -> dict[str, dict[str, int]]:
+    """The jobs' reconciliations, with the clock moved on past every deadline.
+
+    Calls whose status callbacks were lost are settled from Twilio's Calls API;
+    number purchases that died half-way are cancelled, and numbers Twilio holds
+    that no account owns are released.
+    """
     db = SyncDatabase(state["database_url"])
     twilio = make_twilio_client(
         state["twilio_account_sid"], state["twilio_auth_token"], state["twilio_api_base"]
     )
     later = datetime.now(UTC) + timedelta(hours=5)
-    totals: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    numbers: Counter[str] = Counter()
     try:
         for _ in range(20):
             counts = twilio_jobs.reconcile_holds(db, twilio, limit=1000, at=later)
-            totals.update(counts)
+            calls.update(counts)
             if not (counts["settled"] or counts["errors"]):
+                break
+        for _ in range(20):
+            done = twilio_jobs.reconcile_numbers(db, twilio, state["twilio_voice_url"], at=later)
+            numbers.update(done)
+            if not (done["cancelled"] or done["released"]):
                 break
     finally:
         db.close()
-    return dict(totals)
+    return {"calls": dict(calls), "numbers": dict(numbers)}
 
 
 def wait_quiet(state: dict[str, str], timeout: float = 180) -> bool:
@@ -225,7 +238,7 @@ def run(
         driver.finish()
         echo("healing: Postgres, worker and jobs back, faults cleared")
         nemesis.heal()
-        reconciled = reconcile_lost_callbacks(state)
+        reconciled = reconcile_after_the_run(state)
         notes.append(f"reconciliation after the run: {reconciled}")
         if not wait_quiet(state):
             notes.append("the system was still busy when the redelivery started")
