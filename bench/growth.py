@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n-- {title}\n{explain(conn, query, params)}")
     finally:
         server.destroy()
+        shutil.rmtree(base, ignore_errors=True)
     return 0
 
 

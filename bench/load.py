@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -485,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if total_errors or (drift and drift[0]) else 0
     finally:
         up.stop()
+        shutil.rmtree(up.state_dir.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

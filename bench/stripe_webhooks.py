@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -530,8 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep:
             server.stop()
+            print(f"kept {base}")
         else:
             server.destroy()
+            shutil.rmtree(base, ignore_errors=True)
     return 1 if failed else 0
 
 

@@ -23,6 +23,7 @@ import argparse
 import copy
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -450,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if tally.findings else 0
     finally:
         up.stop()
+        shutil.rmtree(up.state_dir.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":
