@@ -307,3 +307,13 @@ def test_every_request_is_one_json_log_line_without_secrets(system: System) -> N
         text = handle.read()
     for secret in ("whsec_test_current", "whsec_test_rotated_out", "sk_test_callbalance"):
         assert secret not in text
+
+
+def test_a_body_over_one_mebibyte_is_refused_before_it_is_read(system: System) -> None:
+    user = system.new_user()
+    event = checkout(user, 1000, pi_id())
+    event["padding"] = "x" * (2 * 1024 * 1024)
+    response = system.post_stripe(event)
+    assert response.status_code == 413
+    assert response.json()["error"] == "payload too large"
+    untouched(system, user)

@@ -91,6 +91,56 @@ class AccessLog:
             )
 
 
+MAX_BODY_BYTES = 1024 * 1024  # Stripe and Twilio send a few kilobytes
+
+
+class BodyLimit:
+    """Refuse bodies over MAX_BODY_BYTES with 413 before reading them into memory."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > MAX_BODY_BYTES:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except BodyTooLarge:
+            await self._refuse(send)
+
+    @staticmethod
+    async def _refuse(send: Send) -> None:
+        body = json.dumps({"error": "payload too large", "details": "at most 1 MiB"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit."""
+
+
 def _error(status: int, error: str, details: str | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "details": details}, status_code=status)
 
@@ -114,6 +164,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     )
     app.state.db = database
 
+    app.add_middleware(BodyLimit)
     app.add_middleware(AccessLog)
 
     @app.get("/healthz", response_model=Health, summary="The process is up")

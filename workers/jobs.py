@@ -10,6 +10,7 @@ and every SQL step is idempotent. SIGTERM stops the loop between steps.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -87,7 +88,7 @@ class Jobs:
         try:
             result = schedule.run()
         except Exception as exc:  # a failed step is retried on its next turn
-            log("job failed", job=schedule.name, error=repr(exc))
+            log("job failed", logging.ERROR, job=schedule.name, error=repr(exc))
             return
         if result:
             log(
