@@ -160,38 +160,23 @@ def charge_refunded(event: Json) -> Plan:
     )
 
 
-def dispute_created(event: Json) -> Plan:
-    dispute: Json = event["data"]["object"]
+def _dispute(dispute: Json, function: str) -> Plan:
     intent, amount = _id(dispute.get("payment_intent")), _cents(dispute.get("amount"))
-    if intent is None or amount is None:
+    if intent is None or amount is None or not isinstance(dispute.get("id"), str):
         return Plan(skip="dispute without a payment intent")
-    return Plan(
-        object_id=dispute.get("id"),
-        steps=[
-            Step(
-                "select billing.reverse_dispute(%s, %s, %s::bigint)",
-                (intent, dispute["id"], amount),
-            )
-        ],
-    )
+    sql = f"select billing.{function}(%s, %s, %s::bigint)"
+    return Plan(object_id=dispute["id"], steps=[Step(sql, (intent, dispute["id"], amount))])
+
+
+def dispute_created(event: Json) -> Plan:
+    return _dispute(event["data"]["object"], "reverse_dispute")
 
 
 def dispute_closed(event: Json) -> Plan:
     dispute: Json = event["data"]["object"]
     if dispute.get("status") != "won":
         return Plan(skip=f"dispute closed as {dispute.get('status')!r}; the reversal stands")
-    intent, amount = _id(dispute.get("payment_intent")), _cents(dispute.get("amount"))
-    if intent is None or amount is None:
-        return Plan(skip="dispute without a payment intent")
-    return Plan(
-        object_id=dispute.get("id"),
-        steps=[
-            Step(
-                "select billing.restore_dispute(%s, %s, %s::bigint)",
-                (intent, dispute["id"], amount),
-            )
-        ],
-    )
+    return _dispute(dispute, "restore_dispute")
 
 
 def acknowledge(reason: str) -> Callable[[Json], Plan]:
