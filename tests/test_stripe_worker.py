@@ -174,6 +174,7 @@ def test_checkout_and_its_payment_intent_credit_once_in_either_order(system: Sys
             {
                 "id": intent,
                 "object": "payment_intent",
+                "currency": "usd",
                 "amount": 1000,
                 "amount_received": 1000,
                 "customer": f"cus_{user[:8]}",
@@ -200,6 +201,7 @@ def charge_event(kind: str, intent: str, refunded: int, charge_id: str) -> dict[
         {
             "id": charge_id,
             "object": "charge",
+            "currency": "usd",
             "amount": 5000,
             "amount_refunded": refunded,
             "payment_intent": intent,
@@ -241,6 +243,7 @@ def test_disputes_reverse_then_restore_when_won(system: System) -> None:
     dispute = {
         "id": "dp_" + uuid.uuid4().hex[:16],
         "object": "dispute",
+        "currency": "usd",
         "amount": 5000,
         "payment_intent": intent,
         "charge": "ch_x",

@@ -196,21 +196,18 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             request.state.log.update(outcome="rejected", reason=str(exc))
             return _error(400, "invalid signature", str(exc))
         try:
-            event = json.loads(payload)
+            text = payload.decode("utf-8")
+            event = json.loads(text)
         except (ValueError, UnicodeDecodeError, RecursionError):
             request.state.log.update(outcome="skipped", reason="malformed JSON")
             return Ack(received=True, outcome="skipped: malformed JSON")
-        plan = stripe_events.plan_for(event)
         fields = (
             {"event_id": event.get("id"), "event_type": event.get("type")}
             if isinstance(event, dict)
             else {}
         )
-        if plan.skip is not None:
-            request.state.log.update(fields, outcome="skipped", reason=plan.skip)
-            return Ack(received=True, outcome=f"skipped: {plan.skip}")
         try:
-            outcome = await stripe_events.process_event(database, event, plan)
+            result = await stripe_events.apply_event(database, text)
         except RpcError as exc:
             # A permanent refusal (bad amount, unknown user): retrying cannot help.
             request.state.log.update(fields, outcome="refused", reason=exc.message)
@@ -218,6 +215,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         except (psycopg.Error, OSError) as exc:
             request.state.log.update(fields, outcome="error", reason=type(exc).__name__)
             return _error(503, "database unavailable", "retry later")
+        outcome = stripe_events.describe(result)
         request.state.log.update(fields, outcome=outcome)
         return Ack(received=True, outcome=outcome)
 

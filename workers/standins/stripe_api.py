@@ -396,12 +396,19 @@ class WebhookDispatcher:
         status: int | None = None
         error: str | None = None
         started = time.monotonic()
+        answer: Any = None
         try:
             response = self._http.post(url, content=payload, headers=headers)
             status = response.status_code
+            # Stripe keeps the endpoint's response body with each delivery attempt.
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = response.text[:1000]
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         record = self._record(event["id"], event["type"], url, attempt, status=status, error=error)
+        record["response"] = answer
         record["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         with self._cond:
             if generation == self._generation:
@@ -1442,9 +1449,22 @@ class StripeStandin:
         )
 
     def create_dispute(
-        self, charge_or_pi: str, *, amount: int | None = None, reason: str = "fraudulent"
+        self,
+        charge_or_pi: str,
+        *,
+        amount: int | None = None,
+        reason: str = "fraudulent",
+        inquiry: bool = False,
     ) -> Obj:
-        """Open a dispute on a charge (or a payment intent's charge)."""
+        """Open a dispute on a charge (or a payment intent's charge), as a card network does.
+
+        Stripe (https://docs.stripe.com/disputes/how-disputes-work): an inquiry
+        (a retrieval request, "warning") opens as `warning_needs_response` and
+        withdraws nothing; a chargeback opens as `needs_response` and Stripe
+        withdraws the disputed amount at once, so `charge.dispute.created` is
+        followed by `charge.dispute.funds_withdrawn`, the withdrawal listed in the
+        dispute's `balance_transactions`.
+        """
         with self.lock:
             obj = self.objects.get(charge_or_pi)
             if obj is not None and obj.get("object") == "payment_intent":
@@ -1460,27 +1480,71 @@ class StripeStandin:
                 "created": _now(),
                 "currency": obj["currency"],
                 "evidence": {},
-                "is_charge_refundable": False,
+                "is_charge_refundable": inquiry,
                 "livemode": False,
                 "metadata": {},
                 "payment_intent": obj["payment_intent"],
                 "reason": reason,
-                "status": "needs_response",
+                "status": "warning_needs_response" if inquiry else "needs_response",
             }
             self.objects[dispute["id"]] = dispute
             obj["disputed"] = True
             self.emit("charge.dispute.created", dispute)
+            if not inquiry:
+                self._move_dispute_funds(dispute, withdraw=True)
+            return copy.deepcopy(dispute)
+
+    def _move_dispute_funds(self, dispute: Obj, *, withdraw: bool) -> None:
+        """Withdraw or reinstate a chargeback's amount and announce it (lock held)."""
+        sign = -1 if withdraw else 1
+        dispute["balance_transactions"].append(
+            {
+                "id": new_id("txn_"),
+                "object": "balance_transaction",
+                "amount": sign * dispute["amount"],
+                "currency": dispute["currency"],
+                "created": _now(),
+                "description": (
+                    f"Chargeback {'withdrawal' if withdraw else 'reversal'} for {dispute['charge']}"
+                ),
+                "reporting_category": "dispute" if withdraw else "dispute_reversal",
+                "source": dispute["id"],
+                "type": "adjustment",
+            }
+        )
+        self.emit(
+            "charge.dispute.funds_withdrawn" if withdraw else "charge.dispute.funds_reinstated",
+            dispute,
+        )
+
+    def escalate_dispute(self, dispute_id: str) -> Obj:
+        """An inquiry the issuer turns into a chargeback: funds are withdrawn now."""
+        with self.lock:
+            dispute = self._get("dispute", dispute_id)
+            if not str(dispute["status"]).startswith("warning_") or (
+                dispute["status"] == "warning_closed"
+            ):
+                raise _invalid(f"Dispute {dispute_id} is not an open inquiry.")
+            dispute["status"] = "needs_response"
+            dispute["is_charge_refundable"] = False
+            self.emit("charge.dispute.updated", dispute)
+            self._move_dispute_funds(dispute, withdraw=True)
             return copy.deepcopy(dispute)
 
     def close_dispute(self, dispute_id: str, status: str) -> Obj:
-        """Close a dispute as `won` or `lost`."""
-        if status not in ("won", "lost"):
-            raise _invalid("status must be `won` or `lost`", "status")
+        """Close a chargeback as `won` (funds reinstated first) or `lost`; an inquiry as
+        `warning_closed` (nothing was withdrawn, nothing comes back)."""
         with self.lock:
             dispute = self._get("dispute", dispute_id)
-            if dispute["status"] in ("won", "lost"):
+            inquiry = str(dispute["status"]).startswith("warning_")
+            allowed = ("warning_closed",) if inquiry else ("won", "lost")
+            if dispute["status"] in ("won", "lost", "warning_closed"):
                 raise _invalid(f"Dispute {dispute_id} is already closed.")
+            if status not in allowed:
+                raise _invalid(f"status must be {' or '.join(f'`{a}`' for a in allowed)}", "status")
             dispute["status"] = status
+            if status == "won":
+                self._move_dispute_funds(dispute, withdraw=False)
             self.emit("charge.dispute.closed", dispute)
             return copy.deepcopy(dispute)
 
@@ -1693,8 +1757,9 @@ def create_app(
     - `POST /_control/reset`; `GET /_control/state`
     - `POST /_control/cards` `{target: cus_|pm_, behaviour: ok|decline|authentication_required,
       decline_code?}`; `POST /_control/payment_methods` `{customer}` → a new attached card
-    - `POST /_control/disputes` `{charge (or payment intent id), amount?, reason?}`;
-      `POST /_control/disputes/{id}/close` `{status: won|lost}`
+    - `POST /_control/disputes` `{charge (or payment intent id), amount?, reason?,
+      inquiry?}`; `POST /_control/disputes/{id}/escalate` (an inquiry becomes a
+      chargeback); `POST /_control/disputes/{id}/close` `{status: won|lost|warning_closed}`
     - `POST /_control/checkout/{id}/async` `{outcome: succeeded|failed}`
     - `POST /_control/faults` `{mode: fail|timeout, count, status?, sleep?, method?,
       path_prefix?, should_retry?}`; `DELETE /_control/faults`
@@ -1834,7 +1899,15 @@ def create_app(
                 str(body.get("charge") or body.get("payment_intent")),
                 amount=body.get("amount"),
                 reason=str(body.get("reason") or "fraudulent"),
+                inquiry=body.get("inquiry") is True,
             )
+        except StripeError as err:
+            return _json(err.status, err.body())
+
+    @app.post("/_control/disputes/{dispute_id}/escalate", response_model=None)
+    def escalate(dispute_id: str) -> Obj | JSONResponse:
+        try:
+            return state.escalate_dispute(dispute_id)
         except StripeError as err:
             return _json(err.status, err.body())
 
