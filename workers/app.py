@@ -145,6 +145,11 @@ def _error(status: int, error: str, details: str | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "details": details}, status_code=status)
 
 
+def _ack(outcome: str) -> JSONResponse:
+    """The 200 answer (the `Ack` model), built directly: the webhooks are the hot path."""
+    return JSONResponse({"received": True, "outcome": outcome})
+
+
 def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
     database = db or Database(settings.database_url, max_size=settings.db_pool_size)
 
@@ -200,7 +205,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             event = json.loads(text)
         except (ValueError, UnicodeDecodeError, RecursionError):
             request.state.log.update(outcome="skipped", reason="malformed JSON")
-            return Ack(received=True, outcome="skipped: malformed JSON")
+            return _ack("skipped: malformed JSON")
         fields = (
             {"event_id": event.get("id"), "event_type": event.get("type")}
             if isinstance(event, dict)
@@ -211,13 +216,13 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         except RpcError as exc:
             # A permanent refusal (bad amount, unknown user): retrying cannot help.
             request.state.log.update(fields, outcome="refused", reason=exc.message)
-            return Ack(received=True, outcome=f"refused: {exc.message}")
+            return _ack(f"refused: {exc.message}")
         except (psycopg.Error, OSError) as exc:
             request.state.log.update(fields, outcome="error", reason=type(exc).__name__)
             return _error(503, "database unavailable", "retry later")
         outcome = stripe_events.describe(result)
         request.state.log.update(fields, outcome=outcome)
-        return Ack(received=True, outcome=outcome)
+        return _ack(outcome)
 
     for path in ("/stripe/webhook", "/api/stripe/webhook"):
         app.add_api_route(
@@ -290,12 +295,12 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             request.state.log.update(outcome="refused", reason=exc.message)
             if exc.status == 400:
                 return _error(400, "invalid callback", exc.message)
-            return Ack(received=True, outcome=f"refused: {exc.message}")
+            return _ack(f"refused: {exc.message}")
         except (psycopg.Error, OSError) as exc:
             request.state.log.update(outcome="error", reason=type(exc).__name__)
             return _error(503, "database unavailable", "retry later")
         request.state.log.update(call_sid=params.get("CallSid"), outcome=outcome)
-        return Ack(received=True, outcome=outcome)
+        return _ack(outcome)
 
     return app
 

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, cast
 
 import psycopg
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncClientCursor, AsyncConnection, ClientCursor, Connection
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -69,8 +69,16 @@ def rpc_error(exc: psycopg.Error) -> RpcError | None:
     return RpcError(int(state[2:]), exc.diag.message_primary or str(exc), details)
 
 
+# Prepended to a one-statement RPC: the role lasts until the implicit transaction ends.
+ROLE_PREFIX = "set local role service_role; "
+
+
 class Database:
-    """An async pool for the web service."""
+    """An async pool for the web service.
+
+    Connections are in autocommit mode: `call` sends one implicit transaction,
+    `service` opens an explicit one.
+    """
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self.pool = AsyncConnectionPool(
@@ -78,7 +86,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": False, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row},
         )
 
     async def open(self) -> None:
@@ -102,9 +110,24 @@ class Database:
                 raise
 
     async def call(self, sql: str, params: Params = None) -> Any:
-        """One RPC in its own transaction; returns the first column of the first row."""
-        async with self.service() as conn:
-            cur = await conn.execute(sql, params)
+        """One RPC in its own transaction; returns the first column of the first row.
+
+        Sent as one simple query, `set local role service_role; <rpc>`, with the
+        parameters bound client-side: Postgres runs the two statements as one
+        implicit transaction (committed at the end, rolled back on an error), so a
+        call costs one round trip and leaves no prepared statement or session state
+        behind — what a transaction-mode pooler requires.
+        """
+        async with self.pool.connection() as conn:
+            cur = AsyncClientCursor(conn, row_factory=dict_row)
+            try:
+                await cur.execute(ROLE_PREFIX + sql, params)
+            except psycopg.Error as exc:
+                mapped = rpc_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            cur.nextset()
             row = await cur.fetchone()
         return None if row is None else next(iter(row.values()))
 
@@ -127,7 +150,7 @@ class SyncDatabase:
             min_size=1,
             max_size=max_size,
             open=True,
-            kwargs={"autocommit": False, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row},
         )
 
     def close(self) -> None:
@@ -147,8 +170,18 @@ class SyncDatabase:
                 raise
 
     def call(self, sql: str, params: Params = None) -> Any:
-        with self.service() as conn:
-            row = conn.execute(sql, params).fetchone()
+        """One RPC in one round trip, as `Database.call`."""
+        with self.pool.connection() as conn:
+            cur = ClientCursor(conn, row_factory=dict_row)
+            try:
+                cur.execute(ROLE_PREFIX + sql, params)
+            except psycopg.Error as exc:
+                mapped = rpc_error(exc)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+            cur.nextset()
+            row = cur.fetchone()
         return None if row is None else next(iter(row.values()))
 
     def rows(self, sql: str, params: Params = None) -> list[dict[str, Any]]:

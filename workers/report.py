@@ -26,6 +26,7 @@ VIEWS: list[tuple[str, str, list[str] | None]] = [
     ("refill_failures", "Refill failures", None),
     ("daily_revenue", "Revenue by day", None),
     ("minutes_by_day", "Minutes by day", None),
+    ("operator_alerts", "Operator alerts (open)", ["created_at", "kind", "message", "user_id"]),
 ]
 
 

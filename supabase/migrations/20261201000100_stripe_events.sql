@@ -324,7 +324,12 @@ begin
                     or coalesce(v_object ->> 'setup_future_usage', '') <> '') then
                 perform billing.save_payment_method(v_user_id, v_customer, v_method);
             elsif v_type like 'checkout.session.%' and v_customer is not null then
-                perform billing.set_stripe_customer(v_user_id, v_customer);
+                -- The account row is locked by the credit above.
+                update public.call_balance as cb
+                set stripe_customer_id = billing._check_id(v_customer, 'customer id')
+                where
+                    cb.user_id = v_user_id
+                    and cb.stripe_customer_id is distinct from v_customer;
             end if;
         when 'refill_failed' then
             v_error := coalesce(v_object -> 'last_payment_error', '{}'::jsonb);
