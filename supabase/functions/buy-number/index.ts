@@ -1,17 +1,24 @@
 /**
  * POST /functions/v1/buy-number — buy a Twilio number for the signed-in user.
  *
- * Body `{phoneNumber?, areaCode?, country?}`. Two-phase: `billing.reserve_number`
- * decides whether the number is free or charged (or answers 402), then Twilio
- * sells it, then `billing.confirm_number`. When Twilio fails,
+ * Body `{phoneNumber?, areaCode?, country?}`. Without a named number, Twilio is
+ * searched and `billing.numbers_not_held` drops the candidates an account
+ * already holds. Each candidate in turn, two-phase: `billing.reserve_number`
+ * decides whether that number is free or charged (or answers 402), then
+ * Twilio sells it, then `billing.confirm_number`. When Twilio fails,
  * `billing.cancel_number` gives the charge back: nobody pays for a number they
- * did not get. Answers `{phoneNumber, sid, isFree, charged}`.
+ * did not get; a candidate taken meanwhile (409 in the database, 21422 at
+ * Twilio) moves on to the next. Answers `{phoneNumber, sid, isFree, charged}`.
  */
 
 import { authenticate } from "../_shared/auth.ts";
 import { asService, single } from "../_shared/db.ts";
 import { requireEnv } from "../_shared/env.ts";
-import { HttpError, providerError } from "../_shared/errors.ts";
+import {
+  fromDatabaseError,
+  HttpError,
+  providerError,
+} from "../_shared/errors.ts";
 import {
   badField,
   endpoint,
@@ -24,6 +31,8 @@ import {
 import { twilioClient } from "../_shared/twilio.ts";
 
 const E164 = /^\+[1-9]\d{6,14}$/;
+/** How many numbers a search asks Twilio for. */
+const SEARCH_SIZE = 10;
 
 interface BuyRequest {
   phoneNumber?: string;
@@ -106,49 +115,59 @@ function numberTaken(err: unknown): boolean {
     (err as { code?: unknown }).code === 21422;
 }
 
-/**
- * Search (when no number was named) and buy at Twilio. A searched number that
- * another buyer takes first is skipped for the next candidate.
- */
-async function buyAtTwilio(request: BuyRequest): Promise<Bought> {
-  const client = twilioClient();
-  let candidates: string[];
-  if (request.phoneNumber !== undefined) {
-    candidates = [request.phoneNumber];
-  } else {
-    const found = await client.availablePhoneNumbers(request.country).local
+/** A `PT409` from the database: another account holds the number. */
+function heldInDatabase(err: unknown): boolean {
+  const failure = fromDatabaseError(err);
+  return failure !== null && failure.status === 409;
+}
+
+/** The named number, or the numbers Twilio offers for the area code or country. */
+async function candidatesFor(request: BuyRequest): Promise<string[]> {
+  if (request.phoneNumber !== undefined) return [request.phoneNumber];
+  let found: { phoneNumber: string }[];
+  try {
+    found = await twilioClient().availablePhoneNumbers(request.country).local
       .list({
         areaCode: request.areaCode === undefined
           ? undefined
           : Number(request.areaCode),
         voiceEnabled: true,
-        limit: 5,
+        limit: SEARCH_SIZE,
       });
-    if (found.length === 0) {
-      throw new HttpError(
-        404,
-        request.areaCode === undefined
-          ? `No phone numbers are available in ${request.country}.`
-          : `No phone numbers are available in area code ${request.areaCode}.`,
-        { field: request.areaCode === undefined ? "country" : "areaCode" },
-      );
-    }
-    candidates = found.map((number) => number.phoneNumber);
+  } catch (err) {
+    throw providerError("Twilio", err);
   }
-  for (const [index, phoneNumber] of candidates.entries()) {
-    try {
-      const bought = await client.incomingPhoneNumbers.create({
-        phoneNumber,
-        ...callbackUrls(),
-        voiceMethod: "POST",
-        statusCallbackMethod: "POST",
-      });
-      return { sid: bought.sid, phoneNumber: bought.phoneNumber };
-    } catch (err) {
-      if (!numberTaken(err) || index === candidates.length - 1) throw err;
-    }
-  }
-  throw new Error("no candidate number");
+  if (found.length === 0) throw noneAvailable(request);
+  return found.map((number) => number.phoneNumber);
+}
+
+function noneAvailable(request: BuyRequest): HttpError {
+  return new HttpError(
+    404,
+    request.areaCode === undefined
+      ? `No phone numbers are available in ${request.country}.`
+      : `No phone numbers are available in area code ${request.areaCode}.`,
+    { field: request.areaCode === undefined ? "country" : "areaCode" },
+  );
+}
+
+/** Of the candidates, those no account holds (decided by `billing.numbers_not_held`). */
+async function notHeld(candidates: string[]): Promise<string[]> {
+  return await asService(async (tx) =>
+    single<string[]>(
+      await tx`select billing.numbers_not_held(${candidates}::text[]) as result`,
+    )
+  );
+}
+
+async function buyAtTwilio(phoneNumber: string): Promise<Bought> {
+  const bought = await twilioClient().incomingPhoneNumbers.create({
+    phoneNumber,
+    ...callbackUrls(),
+    voiceMethod: "POST",
+    statusCallbackMethod: "POST",
+  });
+  return { sid: bought.sid, phoneNumber: bought.phoneNumber };
 }
 
 async function releaseAtTwilio(sid: string): Promise<void> {
@@ -159,20 +178,36 @@ async function releaseAtTwilio(sid: string): Promise<void> {
   }
 }
 
-export const handler = endpoint(["POST"], async (req) => {
-  const claims = await authenticate(req);
-  const request = parseRequest(await readJsonObject(req));
-  callbackUrls(); // refuse before charging when the callbacks are not configured
-  const reservation = await reserve(claims.sub, request.phoneNumber);
+/**
+ * Reserve, buy and confirm one candidate. Null when the candidate turned out
+ * to be taken (in the database or at Twilio) and the next one may be tried.
+ */
+async function purchase(
+  userId: string,
+  phoneNumber: string,
+  last: boolean,
+): Promise<{ reservation: Reservation; bought: Bought } | null> {
+  let reservation: Reservation;
+  try {
+    reservation = await reserve(userId, phoneNumber);
+  } catch (err) {
+    if (heldInDatabase(err) && !last) return null;
+    throw err;
+  }
 
   let bought: Bought;
   try {
-    bought = await buyAtTwilio(request);
+    bought = await buyAtTwilio(phoneNumber);
   } catch (err) {
-    const failure = err instanceof HttpError && err.status < 500
-      ? err
+    const taken = numberTaken(err);
+    const failure = taken && last
+      ? new HttpError(409, "This phone number is no longer available.")
       : providerError("Twilio", err);
-    await cancel(reservation.purchaseId, failure.log ?? failure.message);
+    await cancel(
+      reservation.purchaseId,
+      taken ? "taken at Twilio" : failure.log ?? failure.message,
+    );
+    if (taken && !last) return null;
     throw failure;
   }
 
@@ -185,13 +220,42 @@ export const handler = endpoint(["POST"], async (req) => {
     await cancel(reservation.purchaseId, "the purchase could not be recorded");
     throw err;
   }
+  return { reservation, bought };
+}
 
-  return json({
-    phoneNumber: bought.phoneNumber,
-    sid: bought.sid,
-    isFree: reservation.isFree,
-    charged: reservation.charged,
-  });
+export const handler = endpoint(["POST"], async (req) => {
+  const claims = await authenticate(req);
+  const request = parseRequest(await readJsonObject(req));
+  callbackUrls(); // refuse before charging when the callbacks are not configured
+
+  // A named number goes to reserve_number as it is (it answers 409 when held);
+  // searched ones are first filtered, so a held number is never bought at Twilio.
+  const searched = await candidatesFor(request);
+  const candidates = request.phoneNumber === undefined
+    ? await notHeld(searched)
+    : searched;
+  if (candidates.length === 0) {
+    throw new HttpError(
+      409,
+      "Every number found is already taken; try again or another area code.",
+      { field: request.areaCode === undefined ? "country" : "areaCode" },
+    );
+  }
+  for (const [index, phoneNumber] of candidates.entries()) {
+    const done = await purchase(
+      claims.sub,
+      phoneNumber,
+      index === candidates.length - 1,
+    );
+    if (done === null) continue;
+    return json({
+      phoneNumber: done.bought.phoneNumber,
+      sid: done.bought.sid,
+      isFree: done.reservation.isFree,
+      charged: done.reservation.charged,
+    });
+  }
+  throw new Error("no candidate number was tried");
 });
 
 if (import.meta.main) Deno.serve(handler);

@@ -199,10 +199,10 @@ test("a Twilio failure on the free number gives the free claim back", async () =
   }
   assertEquals(await claimedFree(user.id), false);
   assertEquals(await ledgerOf(user.id), []);
-  await fault("purchase", 400);
+  await fault("purchase", 400); // 21422: the named number is not available
   try {
     const { status } = await buy(user, { phoneNumber: freshNumber() });
-    assertEquals(status, 502);
+    assertEquals(status, 409);
   } finally {
     await clearFaults();
   }
@@ -211,8 +211,7 @@ test("a Twilio failure on the free number gives the free claim back", async () =
   assertEquals(retry.status, 200, JSON.stringify(retry.body));
   assertEquals(retry.body.isFree, true);
   assertEquals((await numbersOf(user.id)).map((n) => n.status), [
-    "cancelled",
-    "cancelled",
+    "cancelled", // the named number Twilio refused; the failed search reserved nothing
     "active",
   ]);
 });
@@ -223,7 +222,11 @@ test("no number available → 404, and nothing is kept", async () => {
   assertEquals(status, 404, JSON.stringify(body));
   assertEquals(body.details, { field: "country" });
   assertEquals(await claimedFree(user.id), false);
-  assertEquals((await numbersOf(user.id)).map((n) => n.status), ["cancelled"]);
+  assertEquals(
+    await numbersOf(user.id),
+    [],
+    "nothing reserved before a search",
+  );
 });
 
 test("bad fields are refused with 400 naming the field, before anything is reserved", async () => {
@@ -304,28 +307,90 @@ test("concurrent purchases claim the free number once", async () => {
   assertEquals((await numbersOf(user.id)).map((n) => n.status), ["active"]);
 });
 
-test("when the purchase cannot be recorded, the number goes back to Twilio, unpaid", async () => {
-  // Twilio offers a number this database already gives to someone else.
+test("a number the database already holds is skipped, never bought at Twilio", async () => {
+  // Twilio offers first a number this database already gives to someone else
+  // (as a Twilio account that forgot its numbers would).
   const owner = await createUser();
   await giveNumber(owner.id, "+19795550100");
   const user = await createUser();
   assertEquals((await buy(user, { areaCode: "978" })).status, 200);
   await noFreeMinutes(user.id);
   await credit(user.id, 1000);
+  const purchases = (await twilioState()).numbers.length;
   const { status, body } = await buy(user, { areaCode: "979" });
-  assertEquals(status, 409, JSON.stringify(body));
-  assertEquals(await balanceOf(user.id), "10.00");
+  assertEquals(status, 200, JSON.stringify(body));
+  assertEquals(body.phoneNumber, "+19795550101");
+  assertEquals(body.charged, 2);
+  assertEquals(await balanceOf(user.id), "8.00");
   assertEquals((await numbersOf(user.id)).map((n) => n.status), [
     "active",
-    "cancelled",
+    "active",
   ]);
   const state = await twilioState();
+  assertEquals(state.numbers.length, purchases + 1, "one number bought");
   assert(
-    state.released.some((n) => n.phone_number === "+19795550100"),
-    "released at Twilio",
+    ![...state.numbers, ...state.released].some((n) =>
+      n.phone_number === "+19795550100"
+    ),
+    "the held number never reached Twilio",
   );
-  assert(
-    !state.numbers.some((n) => n.phone_number === "+19795550100"),
-    "not kept",
+});
+
+test("every number found already held → 409, nothing charged or bought", async () => {
+  const owner = await createUser();
+  await credit(owner.id, 10000);
+  for (let n = 100; n < 110; n++) {
+    await giveNumber(owner.id, `+19855550${n}`);
+  }
+  const user = await createUser();
+  const before = (await twilioState()).numbers.length;
+  const { status, body } = await buy(user, { areaCode: "985" });
+  assertEquals(status, 409, JSON.stringify(body));
+  assertMatch(String(body.error), /taken/);
+  assertEquals(await numbersOf(user.id), []);
+  assertEquals(await claimedFree(user.id), false);
+  assertEquals((await twilioState()).numbers.length, before);
+});
+
+test("a candidate Twilio no longer sells: its charge returns, the next one is bought", async () => {
+  const user = await createUser();
+  assertEquals((await buy(user, { areaCode: "786" })).status, 200);
+  await noFreeMinutes(user.id);
+  await credit(user.id, 1000);
+  await fault("purchase", 400); // 21422: not available
+  let answer;
+  try {
+    answer = await buy(user, { areaCode: "786" });
+  } finally {
+    await clearFaults();
+  }
+  assertEquals(answer.status, 200, JSON.stringify(answer.body));
+  assertEquals(answer.body.phoneNumber, "+17865550102");
+  assertEquals(await balanceOf(user.id), "8.00");
+  const rows = await db()`
+    select amount::text as amount, reason, description, metadata ->> 'phone_number' as phone
+    from public.balance_transactions
+    where user_id = ${user.id} and reason like 'number%' order by created_at, id`;
+  assertEquals(rows.map((r) => [r.amount, r.reason, r.phone]), [
+    ["-2.00", "number_purchase", "+17865550101"],
+    ["2.00", "number_cancel", null],
+    ["-2.00", "number_purchase", "+17865550102"],
+  ]);
+});
+
+test("a number bought by area code is named in its ledger row", async () => {
+  const user = await createUser();
+  assertEquals((await buy(user, { areaCode: "503" })).status, 200);
+  await noFreeMinutes(user.id);
+  await credit(user.id, 1000);
+  const { status, body } = await buy(user, { areaCode: "503" });
+  assertEquals(status, 200, JSON.stringify(body));
+  const [row] = await db()`
+    select description, metadata from public.balance_transactions
+    where user_id = ${user.id} and reason = 'number_purchase'`;
+  assertEquals(
+    row.description,
+    `Phone number ${body.phoneNumber}, first month`,
   );
+  assertEquals(row.metadata.phone_number, body.phoneNumber);
 });
