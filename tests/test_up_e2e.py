@@ -166,3 +166,42 @@ def test_a_live_key_pointed_at_a_stand_in_stops_start_up(
     result = cli(*running.args, env=env, timeout=120)
     assert result.returncode != 0
     assert "live Stripe key" in result.stderr
+
+
+def test_a_restarted_sandbox_still_buys_numbers_by_area_code(
+    tmp_path: Path, up_env: dict[str, str]
+) -> None:
+    """The stand-ins keep their numbers in the state directory, and buy-number never
+    buys a number the database holds: after a restart, area code 415 still sells."""
+    import httpx
+
+    state_dir = tmp_path / "state"
+
+    def buy(state: dict[str, Any], email: str) -> httpx.Response:
+        made = cli("user", "create", "--email", email, "--state-dir", str(state_dir), env=up_env)
+        assert made.returncode == 0, made.stderr
+        token = json.loads(made.stdout)["jwt"]
+        return httpx.post(
+            state["functions_url"].rstrip("/") + "/buy-number",
+            json={"areaCode": "415"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+
+    running = Running(state_dir, up_env)
+    state = running.start()
+    try:
+        first = buy(state, "before@example.test")
+        assert first.status_code == 200, first.text
+    finally:
+        assert running.stop() == 0
+    assert (state_dir / "twilio-standin.json").exists()
+
+    again = Running(state_dir, up_env)
+    state = again.start()
+    try:
+        second = buy(state, "after@example.test")
+        assert second.status_code == 200, second.text
+        assert second.json()["phoneNumber"] != first.json()["phoneNumber"]
+    finally:
+        assert again.stop() == 0

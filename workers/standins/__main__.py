@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from workers.standins import StandinServer, stripe_api, twilio_api
 
 
 def _split(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _state_file(state_dir: str | None, which: str) -> str | None:
+    return str(Path(state_dir) / f"{which}-standin.json") if state_dir else None
 
 
 def build(argv: Sequence[str] | None = None) -> StandinServer:
@@ -42,6 +47,12 @@ def build(argv: Sequence[str] | None = None) -> StandinServer:
     twilio_p.add_argument("--auth-token", required=True)
     twilio_p.add_argument("--api-key-sid", default=None)
     twilio_p.add_argument("--api-key-secret", default=None)
+    for sub_p in (stripe_p, twilio_p):
+        sub_p.add_argument(
+            "--state-dir",
+            default=None,
+            help="keep the stand-in's state in this directory between runs (default: memory)",
+        )
 
     args = parser.parse_args(argv)
     if args.which == "stripe":
@@ -51,6 +62,7 @@ def build(argv: Sequence[str] | None = None) -> StandinServer:
             api_key=args.api_key,
             public_url=args.public_url,
             retry_delays=[float(x) for x in _split(args.retry_delays)],
+            state_file=_state_file(args.state_dir, "stripe"),
         )
         app = stripe_api.create_app(config=config)
     else:
@@ -62,6 +74,7 @@ def build(argv: Sequence[str] | None = None) -> StandinServer:
                 if args.api_key_sid and args.api_key_secret
                 else {}
             ),
+            state_file=_state_file(args.state_dir, "twilio"),
         )
         app = twilio_api.create_app(config=twilio_config)
     return StandinServer(app, args.host, args.port, log_level="info")

@@ -38,6 +38,7 @@ import httpx
 from fastapi import Body, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from workers.standins import persist
 from workers.standins.signing import stripe_signature
 
 Obj = dict[str, Any]
@@ -188,6 +189,8 @@ class StripeStandinConfig:
     # Base URL used in checkout `url`s; None: the URL the request came in on.
     public_url: str | None = None
     api_version: str = API_VERSION
+    # Where objects, events and idempotency keys are kept between runs (None: memory only).
+    state_file: str | None = None
 
 
 # --------------------------------------------------------------------------
@@ -504,6 +507,7 @@ class StripeStandin:
         self.request_log: list[Obj] = []
         self.dispatcher = WebhookDispatcher(self.config, self._event_by_id)
         self._seed_prices()
+        self._restore()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"customers"), self.create_customer),
             ("GET", re.compile(r"customers"), self.list_customers),
@@ -593,6 +597,44 @@ class StripeStandin:
 
     def close(self) -> None:
         self.dispatcher.close()
+
+    # -- persistence ------------------------------------------------------
+
+    def _restore(self) -> None:
+        saved = persist.load(self.config.state_file)
+        if saved is None:
+            return
+        self.objects.update(saved.get("objects", {}))
+        self.events = list(saved.get("events", []))
+        self.line_items = dict(saved.get("line_items", {}))
+        self.card_behaviour = {
+            target: (behaviour, code)
+            for target, (behaviour, code) in saved.get("card_behaviour", {}).items()
+        }
+        for api_key, key, fingerprint, status, body in saved.get("idempotency", []):
+            method, path, pairs = fingerprint
+            self.idempotency[(api_key, key)] = _Stored(
+                (method, path, tuple((k, v) for k, v in pairs)), status, body
+            )
+
+    def save(self) -> None:
+        """Write objects, events and idempotency keys to the state file, when there is one."""
+        if self.config.state_file is None:
+            return
+        with self.lock:
+            persist.save(
+                self.config.state_file,
+                {
+                    "objects": self.objects,
+                    "events": self.events,
+                    "line_items": self.line_items,
+                    "card_behaviour": {t: list(b) for t, b in self.card_behaviour.items()},
+                    "idempotency": [
+                        [api_key, key, list(stored.fingerprint), stored.status, stored.body]
+                        for (api_key, key), stored in self.idempotency.items()
+                    ],
+                },
+            )
 
     # -- objects ----------------------------------------------------------
 
@@ -1776,6 +1818,13 @@ def create_app(
     state = standin
     app = FastAPI(title="Stripe stand-in", docs_url=None, redoc_url=None)
     app.state.standin = state
+
+    @app.middleware("http")
+    async def keep_state(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.method != "GET":
+            state.save()
+        return response
 
     def base_of(request: Request) -> str:
         return str(request.base_url).rstrip("/")

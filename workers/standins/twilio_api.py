@@ -36,6 +36,7 @@ import httpx
 from fastapi import Body, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from workers.standins import persist
 from workers.standins.signing import twilio_signature
 
 Obj = dict[str, Any]
@@ -102,6 +103,8 @@ class TwilioStandinConfig:
     # API key sid -> secret, accepted as Basic auth like the account's token.
     api_keys: dict[str, str] = field(default_factory=dict)
     default_area_code: str = "415"
+    # Where numbers, releases and calls are kept between runs (None: memory only).
+    state_file: str | None = None
 
 
 @dataclass
@@ -124,6 +127,7 @@ class TwilioStandin:
         self.released: list[Obj] = []
         self.faults: list[_Fault] = []
         self.request_log: list[Obj] = []
+        self._restore()
 
     @property
     def account_sid(self) -> str:
@@ -426,6 +430,30 @@ class TwilioStandin:
                 }
             )
 
+    # -- persistence ------------------------------------------------------
+
+    def _restore(self) -> None:
+        saved = persist.load(self.config.state_file)
+        if saved is None:
+            return
+        self.numbers = {n["sid"]: n for n in saved.get("numbers", [])}
+        self.released = list(saved.get("released", []))
+        self.calls = {c["sid"]: c for c in saved.get("calls", [])}
+
+    def save(self) -> None:
+        """Write numbers, releases and calls to the state file, when there is one."""
+        if self.config.state_file is None:
+            return
+        with self.lock:
+            persist.save(
+                self.config.state_file,
+                {
+                    "numbers": list(self.numbers.values()),
+                    "released": self.released,
+                    "calls": list(self.calls.values()),
+                },
+            )
+
 
 # --------------------------------------------------------------------------
 # The ASGI app
@@ -478,6 +506,14 @@ def create_app(
     state = standin
     app = FastAPI(title="Twilio stand-in", docs_url=None, redoc_url=None)
     app.state.standin = state
+
+    @app.middleware("http")
+    async def keep_state(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.method != "GET":
+            state.save()
+        return response
+
     prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
 
     async def run(
