@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+import stripe
 
 from tests.system import ACCOUNT_SID, AUTH_TOKEN, System, running_system
 from workers import twilio_jobs
 from workers.db import SyncDatabase
+from workers.jobs import Jobs
 from workers.providers import make_twilio_client
 from workers.standins import twilio_api
 from workers.standins.signing import twilio_signature
@@ -383,7 +386,7 @@ def test_a_purchase_that_died_half_way_is_refunded_and_its_number_released(
     fund(system, user, 1000)
     give_number(system, user)  # the free one; the next costs $2
     voice_url = system.worker_url + "/twilio/voice"
-    purchase = system.service("select billing.reserve_number(%s::uuid, null)", (user,))
+    purchase = system.service("select billing.reserve_number(%s::uuid, %s)", (user, "+14155557001"))
     assert purchase["charged"] == 2 and system.balance(user) == Decimal("8.00")
     # Twilio sold the number; the function died before confirming it.
     orphan = twilio_client(system).incoming_phone_numbers.create(
@@ -407,3 +410,39 @@ def test_a_purchase_that_died_half_way_is_refunded_and_its_number_released(
     released = {n["sid"] for n in system.twilio.released}
     assert orphan.sid in released and kept["sid"] not in released
     assert system.drift() == []
+
+
+def test_the_jobs_refund_a_purchase_that_died_half_way_within_15_minutes(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    """Not only the hourly run: a purchase pending 10 minutes is cancelled by the next
+    5-minute pass, so a charge for a number never bought is returned within 15 minutes."""
+    user = system.new_user("starter")
+    fund(system, user, 1000)
+    give_number(system, user)
+    purchase = system.service("select billing.reserve_number(%s::uuid, %s)", (user, "+14155557002"))
+    assert system.balance(user) == Decimal("8.00")
+    jobs = Jobs(
+        db=jobs_db,
+        stripe_client=stripe.StripeClient("sk_test_unused"),
+        twilio=twilio_client(system),
+        voice_url=system.worker_url + "/twilio/voice",
+    )
+    [schedule] = [s for s in jobs.schedules() if s.name == "number purchases"]
+    stale_after = timedelta(minutes=10)  # billing.stale_number_purchases' default
+    assert timedelta(seconds=schedule.every) + stale_after <= timedelta(minutes=15)
+    with psycopg.connect(system.db_url) as conn:  # the purchase started 10½ minutes ago
+        conn.execute(
+            "update public.user_phone_numbers set created_at = now() - interval '630 seconds' "
+            "where id = %s",
+            (purchase["purchaseId"],),
+        )
+    result = schedule.run()
+    assert isinstance(result, dict) and result["cancelled"] >= 1, result
+    assert system.balance(user) == Decimal("10.00")
+    assert (
+        system.one(
+            "select status from public.user_phone_numbers where id = %s", (purchase["purchaseId"],)
+        )
+        == "cancelled"
+    )

@@ -3,7 +3,9 @@
 - auto-refill: wakes on `NOTIFY refill_requests` (within a second of the
   debit that enqueued it), with a polling fallback;
 - reconciliation of holds without a status callback, every minute;
-- number renewals and releases, and purchases that died half-way, hourly.
+- purchases that died half-way, every 5 minutes: a purchase pending for 10
+  minutes is cancelled and refunded within 15 minutes of its start;
+- number renewals and releases, hourly.
 Several processes may run at once: every claim is `for update skip locked`
 and every SQL step is idempotent. SIGTERM stops the loop between steps.
 """
@@ -41,6 +43,7 @@ class Jobs:
     poll_seconds: float = 5.0
     reconcile_seconds: float = 60.0
     renew_seconds: float = 3600.0
+    purchase_seconds: float = 300.0
     voice_url: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -53,19 +56,24 @@ class Jobs:
     def renew(self) -> object:
         renewed = twilio_jobs.renew_numbers(self.db)
         released = twilio_jobs.release_numbers(self.db, self.twilio)
-        result = {"renewals": renewed, "releases": released}
-        if self.voice_url:
-            result["purchases"] = twilio_jobs.reconcile_numbers(
-                self.db, self.twilio, self.voice_url
-            )
-        return result
+        return {"renewals": renewed, "releases": released}
 
-    def run(self) -> None:
-        schedules = [
+    def purchases(self) -> object:
+        """Cancel (and refund) purchases that died half-way; release their orphans at Twilio."""
+        if self.voice_url:
+            return twilio_jobs.reconcile_numbers(self.db, self.twilio, self.voice_url)
+        return twilio_jobs.cancel_stale_purchases(self.db)
+
+    def schedules(self) -> list[Schedule]:
+        return [
             Schedule(self.poll_seconds, self.refills, "auto-refill"),
             Schedule(self.reconcile_seconds, self.reconcile, "reconcile holds"),
+            Schedule(self.purchase_seconds, self.purchases, "number purchases"),
             Schedule(self.renew_seconds, self.renew, "renew numbers"),
         ]
+
+    def run(self) -> None:
+        schedules = self.schedules()
         wake = threading.Event()
         listener = threading.Thread(target=self._listen, args=(wake,), daemon=True)
         listener.start()

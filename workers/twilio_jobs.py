@@ -92,6 +92,22 @@ def release_numbers(db: SyncDatabase, twilio: TwilioClient, limit: int = 50) -> 
     return counts
 
 
+def cancel_stale_purchases(db: SyncDatabase, at: datetime | None = None) -> dict[str, int]:
+    """Cancel purchases pending past their time (SQL decides which, and refunds them)."""
+    counts = {"cancelled": 0, "errors": 0}
+    for purchase in db.rows("select * from billing.stale_number_purchases(%s, 50)", (at,)):
+        try:
+            db.call(
+                "select billing.cancel_number(%s, %s)",
+                (str(purchase["id"]), "the purchase did not complete"),
+            )
+            counts["cancelled"] += 1
+        except RpcError as exc:
+            log("stale purchase not cancelled", number_id=str(purchase["id"]), reason=exc.message)
+            counts["errors"] += 1
+    return counts
+
+
 def reconcile_numbers(
     db: SyncDatabase,
     twilio: TwilioClient,
@@ -105,17 +121,7 @@ def reconcile_numbers(
     numbers Twilio holds with this system's voice URL that no purchase records,
     bought more than `min_age` ago, are released at Twilio.
     """
-    counts = {"cancelled": 0, "released": 0, "errors": 0}
-    for purchase in db.rows("select * from billing.stale_number_purchases(%s, 50)", (at,)):
-        try:
-            db.call(
-                "select billing.cancel_number(%s, %s)",
-                (str(purchase["id"]), "the purchase did not complete"),
-            )
-            counts["cancelled"] += 1
-        except RpcError as exc:
-            log("stale purchase not cancelled", number_id=str(purchase["id"]), reason=exc.message)
-            counts["errors"] += 1
+    counts = {"released": 0, **cancel_stale_purchases(db, at)}
     cutoff = (at or datetime.now(UTC)) - min_age
     try:
         held = [
