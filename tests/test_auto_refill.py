@@ -74,6 +74,26 @@ def charges_of(system: System, customer: str) -> list[dict[str, Any]]:
     return [c for c in system.stripe.charges() if c.get("customer") == customer]
 
 
+def requests_of(system: System, user: str) -> set[str]:
+    rows = system.rows("select id from public.refill_requests where user_id = %s", (user,))
+    return {str(r["id"]) for r in rows}
+
+
+def failures_of(system: System, user: str) -> int:
+    return int(
+        system.one(
+            "select auto_refill_failures from public.call_balance where user_id = %s", (user,)
+        )
+    )
+
+
+def request_status(system: System, user: str) -> list[str]:
+    rows = system.rows(
+        "select status from public.refill_requests where user_id = %s order by created_at", (user,)
+    )
+    return [str(r["status"]) for r in rows]
+
+
 def test_seed_flow_balance_9_auto_refill_50_make_a_call(
     system: System, jobs_db: SyncDatabase
 ) -> None:
@@ -121,12 +141,21 @@ def test_three_declines_turn_auto_refill_off_with_an_alert(
     stripe_client = make_stripe_client(STRIPE_KEY, system.stripe_url)
     call(system, user, 60)
     outcomes = []
-    for _ in range(3):
-        outcomes += [o.outcome for o in auto_refill.run_once(jobs_db, stripe_client)]
-        # Skip the backoff: the next attempt is due now.
+    for attempt in range(1, 4):
+        outcomes += [
+            o.outcome
+            for o in auto_refill.run_once(jobs_db, stripe_client)
+            if o.request_id in requests_of(system, user)
+        ]
+        # Wait until this attempt's outcome is final — its failure counted and its
+        # payment_failed webhook delivered and answered — before skipping the backoff,
+        # so a late webhook cannot land after the reset.
+        assert system.stripe.dispatcher.wait_idle(10)
+        assert system.wait_for(lambda n=attempt: failures_of(system, user) == n)
         with psycopg.connect(system.db_url) as conn:
             conn.execute(
-                "update public.refill_requests set next_attempt_at = now() where user_id = %s",
+                "update public.refill_requests set next_attempt_at = now() "
+                "where user_id = %s and status = 'pending'",
                 (user,),
             )
     assert outcomes == ["failed: insufficient_funds"] * 3
@@ -157,7 +186,7 @@ def test_a_crash_after_charging_reruns_with_the_same_key(
         if str(r["user_id"]) == user
     ]
     auto_refill.charge(stripe_client, claimed)  # Stripe charged; then the job died
-    system.stripe.dispatcher.wait_idle(10)
+    assert system.stripe.dispatcher.wait_idle(10)
     with psycopg.connect(system.db_url) as conn:
         conn.execute(
             "update public.refill_requests set claimed_at = now() - interval '11 minutes' "
@@ -183,7 +212,18 @@ def test_the_jobs_process_refills_within_a_second_of_the_debit(system: System) -
         stderr=subprocess.PIPE,
     )
     try:
-        time.sleep(1.5)  # the first poll has run; from now on only NOTIFY wakes it early
+        # The jobs listen for NOTIFY before the debit (a condition, not a pause): the refill
+        # is then picked up by the notification, or by the first poll if that runs later.
+        assert system.wait_for(
+            lambda: (
+                system.one(
+                    "select count(*) from pg_stat_activity "
+                    "where query = 'listen refill_requests' and datname = current_database()"
+                )
+                >= 1
+            ),
+            timeout=30,
+        )
         call(system, user, 60)
         started = time.monotonic()
         assert system.wait_for(lambda: system.balance(user) == Decimal("59.90"), timeout=10)
@@ -192,3 +232,86 @@ def test_the_jobs_process_refills_within_a_second_of_the_debit(system: System) -
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_a_top_up_after_a_declined_refill_cancels_the_queued_request(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    """Balance $110, threshold $20: the request left over from a declined attempt is
+    never charged."""
+    user = system.new_user("classic")
+    customer = top_up_with_saved_card(system, user, 1000)
+    stripe_client = make_stripe_client(STRIPE_KEY, system.stripe_url)
+    system.stripe.set_card_behaviour(customer, "decline", "insufficient_funds")
+    enable_auto_refill(system, user, amount=50, threshold=20)  # $10 < $20: queued at once
+    [declined] = [
+        o.outcome
+        for o in auto_refill.run_once(jobs_db, stripe_client)
+        if o.request_id in requests_of(system, user)
+    ]
+    assert declined == "failed: insufficient_funds"
+    assert system.stripe.dispatcher.wait_idle(10)
+    assert system.wait_for(lambda: request_status(system, user) == ["pending"])
+
+    system.stripe.set_card_behaviour(customer, "ok")
+    system.pay_checkout(user, 10000)  # the customer tops up $100 through signed webhooks
+    assert system.wait_for(lambda: system.balance(user) == Decimal("110.00"))
+    assert system.wait_for(lambda: request_status(system, user) == ["cancelled"])
+
+    with psycopg.connect(system.db_url) as conn:  # the backoff is over
+        conn.execute(
+            "update public.refill_requests set next_attempt_at = now() where user_id = %s",
+            (user,),
+        )
+    outcomes = auto_refill.run_once(jobs_db, stripe_client)
+    assert not [o for o in outcomes if o.request_id in requests_of(system, user)]
+    refills = [
+        c
+        for c in system.stripe.charges()
+        if (c.get("metadata") or {}).get("user_id") == user
+        and c.get("status") == "succeeded"
+        and (c.get("metadata") or {}).get("purpose") == "auto_refill"
+    ]
+    assert refills == [], "no refill was charged"
+    assert [r["reason"] for r in system.ledger(user)] == ["topup", "topup"]
+    assert system.balance(user) == Decimal("110.00")
+    assert system.drift() == []
+
+
+def test_a_request_claimed_above_the_threshold_is_cancelled_not_charged(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    customer = top_up_with_saved_card(system, user, 1500)
+    enable_auto_refill(system, user, amount=50, threshold=20)  # $15 < $20: queued
+    assert request_status(system, user) == ["pending"]
+    enable_auto_refill(system, user, amount=50, threshold=10)  # now $15 ≥ $10
+    outcomes = auto_refill.run_once(jobs_db, make_stripe_client(STRIPE_KEY, system.stripe_url))
+    assert not [o for o in outcomes if o.request_id in requests_of(system, user)]
+    assert request_status(system, user) == ["cancelled"]
+    assert len(charges_of(system, customer)) == 1
+    assert system.balance(user) == Decimal("15.00")
+
+
+def test_sub_cent_and_infinite_settings_are_refused_and_nothing_is_stored(
+    system: System,
+) -> None:
+    user = system.new_user("classic")
+    top_up_with_saved_card(system, user, 1000)
+    before = system.rows("select * from public.call_balance where user_id = %s", (user,))
+    for amount, threshold in (
+        ("49.995", "4.996"),
+        ("50", "10.001"),
+        ("Infinity", "10"),
+        ("50", "-Infinity"),
+        ("NaN", "10"),
+        ("50", "1e30"),
+        ("-50", "10"),
+    ):
+        with pytest.raises(psycopg.Error) as refused:
+            enable_auto_refill(system, user, amount=amount, threshold=threshold)  # type: ignore[arg-type]
+        assert refused.value.sqlstate == "PT400", (amount, threshold, refused.value)
+        message = refused.value.diag.message_primary or ""
+        assert message.endswith("."), message
+    assert system.rows("select * from public.call_balance where user_id = %s", (user,)) == before
+    assert request_status(system, user) == []
