@@ -115,7 +115,7 @@ def servers() -> Iterator[tuple[StripeStandin, str, Receiver, str]]:
 @pytest.fixture
 def env(servers: tuple[StripeStandin, str, Receiver, str]) -> Env:
     standin, base_url, receiver, hook_url = servers
-    standin.dispatcher.wait_idle(5.0)  # nothing from the previous test still in flight
+    assert standin.dispatcher.wait_idle(5.0)  # nothing from the previous test still in flight
     standin.reset()
     standin.config.webhook_urls[:] = [hook_url]
     standin.config.webhook_secret = SECRET

@@ -284,8 +284,7 @@ def test_seed_flow_add_50_through_checkout(system: System) -> None:
     """Seed 000: click "Add $50" → Stripe checkout → webhook → balance +$50, one ledger row."""
     user = system.new_user("classic")
     system.pay_checkout(user, 5000)
-    system.wait_for(lambda: system.balance(user) == Decimal("50.00"))
-    assert system.balance(user) == Decimal("50.00")
+    assert system.wait_for(lambda: system.balance(user) == Decimal("50.00"))
     [row] = system.ledger(user)
     assert row["type"] == "credit" and row["stripe_payment_intent_id"].startswith("pi_")
     assert system.stripe.dispatcher.wait_idle(10)
