@@ -74,6 +74,7 @@ SERVICE_RPCS = {
     "mark_number_released(uuid)",
     "stale_number_purchases(timestamp with time zone,integer,interval)",
     "unknown_number_sids(text[])",
+    "numbers_not_held(text[])",
 }
 
 
