@@ -52,6 +52,7 @@ PUBLIC_RPCS = {
 }
 SERVICE_RPCS = {
     "record_stripe_event(text,text,text)",
+    "apply_stripe_event(jsonb)",
     "credit_topup(uuid,bigint,text,text,jsonb)",
     "save_payment_method(uuid,text,text)",
     "set_stripe_customer(uuid,text)",
