@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import stripe
+from stripe.params import PaymentIntentCreateParams
 from twilio.base.exceptions import TwilioRestException
 
 from workers.providers import make_stripe_client, make_twilio_client
@@ -74,7 +74,7 @@ def test_a_restarted_stripe_stand_in_remembers_customers_payments_and_keys(
             ["stripe", "--port", "0", "--api-key", STRIPE_KEY, "--state-dir", str(tmp_path)]
         )
 
-    params: stripe.PaymentIntentCreateParams = {
+    params: PaymentIntentCreateParams = {
         "amount": 5000,
         "currency": "usd",
         "confirm": True,
