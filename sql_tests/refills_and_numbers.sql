@@ -154,6 +154,34 @@ select tests.assert_raises(
     $$select billing.numbers_not_held(array['+14155550101'])$$, '42501', 'anon is refused'
 );
 
+-- What the next number costs, readable before the provider is searched; nothing changes.
+select tests.reset_role();
+select set_config('t.classic', tests.create_user('classic-n@example.test', 'classic')::text, true);
+select tests.authenticate_as_service_role();
+select tests.assert_eq(
+    billing.check_number_purchase(current_setting('t.buyer')::uuid),
+    '{"isFree": true, "price": 0}'::jsonb, 'the first number is free'
+);
+select tests.assert_raises(
+    format('select billing.check_number_purchase(%L)', current_setting('t.classic')),
+    'PT403', 'the classic plan sells no numbers'
+);
+select tests.assert_raises(
+    format('select billing.check_number_purchase(%L)', gen_random_uuid()), 'PT404',
+    'an unknown user'
+);
+select tests.assert_raises(
+    'select billing.check_number_purchase(null)', 'PT400', 'the user is required'
+);
+select tests.reset_role();
+select tests.authenticate_as(current_setting('t.buyer')::uuid);
+select tests.assert_raises(
+    format('select billing.check_number_purchase(%L)', current_setting('t.buyer')),
+    '42501', 'a user cannot call it'
+);
+select tests.reset_role();
+select tests.authenticate_as_service_role();
+
 -- A paid number's charge names it; an unnamed paid number is refused before any charge.
 select tests.reset_role();
 select tests.authenticate_as_service_role();
@@ -165,6 +193,10 @@ select tests.authenticate_as_service_role();
 select tests.assert_raises(
     format('select billing.reserve_number(%L, null)', current_setting('t.buyer')),
     'PT400', 'a paid number is named before it is charged'
+);
+select tests.assert_eq(
+    billing.check_number_purchase(current_setting('t.buyer')::uuid),
+    '{"isFree": false, "price": 2.00}'::jsonb, 'the next number costs $2'
 );
 select tests.assert_eq(
     (select count(*) from public.balance_transactions as bt

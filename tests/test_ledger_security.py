@@ -76,6 +76,7 @@ SERVICE_RPCS = {
     "stale_number_purchases(timestamp with time zone,integer,interval)",
     "unknown_number_sids(text[])",
     "numbers_not_held(text[])",
+    "check_number_purchase(uuid)",
 }
 
 

@@ -552,6 +552,75 @@ grant execute on function billing.renew_numbers(timestamptz) to service_role;
  * billing.reserve_number: a charge names the number it pays for
  * ------------------------------------------------------------------------ */
 
+/*
+ * What the account's next number costs, or PT403 (the plan sells no numbers)
+ * or PT402 (too little balance): the rule reserve_number applies, readable
+ * before the provider is searched.
+ */
+create or replace function billing._number_terms(p_account public.call_balance)
+returns jsonb
+language plpgsql
+stable
+as $$
+declare
+    v_plan public.billing_plans;
+    v_available numeric(12, 2);
+    v_free_available integer;
+    v_min_required numeric(12, 2);
+begin
+    select p.* into v_plan from public.billing_plans as p where p.id = p_account.plan_id;
+    if v_plan.number_monthly_price is null then
+        perform billing._raise('PT403',
+            pg_catalog.format('The %s plan does not include phone numbers.', v_plan.name));
+    end if;
+    if v_plan.free_numbers > 0 and not p_account.has_claimed_free_number then
+        return pg_catalog.jsonb_build_object('isFree', true, 'price', 0);
+    end if;
+    v_available := p_account.balance - billing._held_amount(p_account.user_id);
+    v_free_available := p_account.free_minutes_remaining
+        - billing._held_free_minutes(p_account.user_id);
+    v_min_required := case
+        when v_free_available <= 0
+            then greatest(v_plan.number_monthly_price, v_plan.min_balance)
+        else v_plan.number_monthly_price
+    end;
+    if v_available < v_min_required then
+        raise exception using
+            errcode = 'PT402',
+            message = pg_catalog.format(
+                'Insufficient balance: a number costs $%s per month and needs a balance of '
+                || 'at least $%s. Top up to continue.',
+                v_plan.number_monthly_price, v_min_required),
+            detail = pg_catalog.jsonb_build_object(
+                'minRequired', v_min_required,
+                'price', v_plan.number_monthly_price,
+                'balance', p_account.balance
+            )::text;
+    end if;
+    return pg_catalog.jsonb_build_object('isFree', false, 'price', v_plan.number_monthly_price);
+end
+$$;
+
+revoke execute on function billing._number_terms(public.call_balance) from public;
+
+-- {isFree, price} of the user's next number, or PT403/PT402/PT404; changes nothing.
+create or replace function billing.check_number_purchase(p_user_id uuid)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+    if p_user_id is null then
+        perform billing._raise('PT400', 'The user id is required.');
+    end if;
+    return billing._number_terms(billing._touch_account(p_user_id));
+end
+$$;
+
+revoke execute on function billing.check_number_purchase(uuid) from public;
+grant execute on function billing.check_number_purchase(uuid) to service_role;
+
 -- A free number may still be reserved without a number (nothing is charged); a paid
 -- one is charged only for a named number, so its ledger row and metadata name it.
 create or replace function billing.reserve_number(p_user_id uuid, p_phone_number text)
@@ -562,10 +631,8 @@ set search_path = ''
 as $$
 declare
     v_account public.call_balance;
-    v_plan public.billing_plans;
-    v_available numeric(12, 2);
-    v_free_available integer;
-    v_min_required numeric(12, 2);
+    v_terms jsonb;
+    v_price numeric(12, 2);
     v_id uuid := gen_random_uuid();
     v_entry public.balance_transactions;
     v_now timestamptz := billing.now();
@@ -577,10 +644,11 @@ begin
         perform billing._check_phone(p_phone_number);
     end if;
     v_account := billing._lock_account(p_user_id);
-    select p.* into v_plan from public.billing_plans as p where p.id = v_account.plan_id;
-    if v_plan.number_monthly_price is null then
-        perform billing._raise('PT403',
-            pg_catalog.format('The %s plan does not include phone numbers.', v_plan.name));
+    if not exists (
+        select from public.billing_plans as p
+        where p.id = v_account.plan_id and p.number_monthly_price is not null
+    ) then
+        v_terms := billing._number_terms(v_account);  -- PT403: the plan sells no numbers
     end if;
     if p_phone_number is not null and exists (
         select from public.user_phone_numbers as n
@@ -588,8 +656,9 @@ begin
     ) then
         perform billing._raise('PT409', 'This phone number is already taken.');
     end if;
+    v_terms := billing._number_terms(v_account);
 
-    if v_plan.free_numbers > 0 and not v_account.has_claimed_free_number then
+    if (v_terms ->> 'isFree')::boolean then
         update public.call_balance as cb
         set has_claimed_free_number = true, updated_at = v_now
         where cb.user_id = p_user_id;
@@ -607,28 +676,9 @@ begin
         perform billing._raise('PT400',
             'Name the phone number to buy: a paid number is charged for the number it names.');
     end if;
-    v_available := v_account.balance - billing._held_amount(p_user_id);
-    v_free_available := v_account.free_minutes_remaining - billing._held_free_minutes(p_user_id);
-    v_min_required := case
-        when v_free_available <= 0
-            then greatest(v_plan.number_monthly_price, v_plan.min_balance)
-        else v_plan.number_monthly_price
-    end;
-    if v_available < v_min_required then
-        raise exception using
-            errcode = 'PT402',
-            message = pg_catalog.format(
-                'Insufficient balance: a number costs $%s per month and needs a balance of '
-                || 'at least $%s. Top up to continue.',
-                v_plan.number_monthly_price, v_min_required),
-            detail = pg_catalog.jsonb_build_object(
-                'minRequired', v_min_required,
-                'price', v_plan.number_monthly_price,
-                'balance', v_account.balance
-            )::text;
-    end if;
+    v_price := (v_terms ->> 'price')::numeric;
     v_entry := billing._post(
-        p_user_id, -v_plan.number_monthly_price, 'debit', 'number_purchase',
+        p_user_id, -v_price, 'debit', 'number_purchase',
         pg_catalog.format('Phone number %s, first month', p_phone_number),
         'number:' || v_id || ':purchase', null,
         pg_catalog.jsonb_build_object('number_id', v_id, 'phone_number', p_phone_number)
@@ -637,13 +687,11 @@ begin
         id, user_id, phone_number, is_free, status, monthly_price, charged_amount,
         purchase_transaction_id, created_at, updated_at
     ) values (
-        v_id, p_user_id, p_phone_number, false, 'pending', v_plan.number_monthly_price,
-        v_plan.number_monthly_price, v_entry.id, v_now, v_now
+        v_id, p_user_id, p_phone_number, false, 'pending', v_price,
+        v_price, v_entry.id, v_now, v_now
     );
     perform billing._after_debit(p_user_id, v_entry.balance_before);
-    return pg_catalog.jsonb_build_object(
-        'purchaseId', v_id, 'isFree', false, 'charged', v_plan.number_monthly_price
-    );
+    return pg_catalog.jsonb_build_object('purchaseId', v_id, 'isFree', false, 'charged', v_price);
 end
 $$;
 
