@@ -108,7 +108,7 @@ class System:
             headers["Stripe-Signature"] = header
         return httpx.post(self.worker_url + path, content=payload, headers=headers, timeout=30)
 
-    def pay_checkout(self, user: str, cents: int) -> str:
+    def pay_checkout(self, user: str, cents: int, currency: str = "usd") -> str:
         """A top-up Checkout Session created as the top-up function does, paid at the stand-in
         with the card saved for off-session use; returns the session id."""
         from workers.providers import make_stripe_client
@@ -122,7 +122,7 @@ class System:
                     {
                         "quantity": 1,
                         "price_data": {
-                            "currency": "usd",
+                            "currency": currency,
                             "unit_amount": cents,
                             "product_data": {"name": "Call balance top-up"},
                         },

@@ -27,31 +27,13 @@ def system(module_db: str) -> Iterator[System]:
 
 def pay(system: System, user: str, amount: int, currency: str = "usd") -> str:
     """A top-up Checkout paid at the stand-in; returns its payment intent once delivered."""
-    client = make_stripe_client(STRIPE_KEY, system.stripe_url)
-    purpose = {"purpose": "topup", "user_id": user}
-    session = client.v1.checkout.sessions.create(
-        params={
-            "mode": "payment",
-            "line_items": [
-                {
-                    "quantity": 1,
-                    "price_data": {
-                        "currency": currency,
-                        "unit_amount": amount,
-                        "product_data": {"name": "Call balance top-up"},
-                    },
-                }
-            ],
-            "metadata": purpose,
-            "payment_intent_data": {"metadata": purpose},
-            "success_url": "https://app.example.test/ok",
-            "cancel_url": "https://app.example.test/cancel",
-        }
-    )
-    paid = httpx.post(f"{system.stripe_url}/checkout/{session.id}/pay", timeout=10)
-    assert paid.status_code in (200, 303), paid.text
+    session = system.pay_checkout(user, amount, currency)
     assert system.stripe.dispatcher.wait_idle(20)
-    intent = client.v1.checkout.sessions.retrieve(session.id).payment_intent
+    intent = (
+        make_stripe_client(STRIPE_KEY, system.stripe_url)
+        .v1.checkout.sessions.retrieve(session)
+        .payment_intent
+    )
     assert isinstance(intent, str)
     return intent
 
