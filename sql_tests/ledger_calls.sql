@@ -37,14 +37,18 @@ select tests.assert_eq(
     (billing.authorize_call('CA-h3', current_setting('t.classic')::uuid) ->> 'maxSeconds')::integer,
     420, 'the released funds can be held again: 7 minutes'
 );
--- A call that outlives its hold is billed in full (the balance may dip below zero).
+-- A call reported longer than its hold is billed for what the hold covered.
 select tests.assert_eq(
     (billing.settle_call('CA-h3', current_setting('t.classic')::uuid, 480) ->> 'balance')::numeric,
-    -0.10, '8 minutes billed although 7 were held'
+    0.00, '7 minutes billed although 8 were reported'
+);
+select tests.assert_eq(
+    (select l.unbilled_seconds from public.twilio_call_logs as l where l.call_sid = 'CA-h3'),
+    60, 'the minute beyond the authorization is recorded, not billed'
 );
 select tests.assert_eq(
     billing.authorize_call('CA-after', current_setting('t.classic')::uuid) ->> 'allowed',
-    'false', 'no call on a negative balance'
+    'false', 'no call on an empty balance'
 );
 select tests.assert_eq(
     (billing.authorize_call('CA-h3', current_setting('t.classic')::uuid) ->> 'reason'),
@@ -52,7 +56,7 @@ select tests.assert_eq(
 );
 
 -- Classic's "balance > $0": a call must be able to pay its first minute.
-select billing.credit_topup(current_setting('t.classic')::uuid, 15, 'pi_call_2');
+select billing.credit_topup(current_setting('t.classic')::uuid, 5, 'pi_call_2');
 select tests.reset_role();
 select tests.authenticate_as(current_setting('t.classic')::uuid);
 select tests.assert_eq(

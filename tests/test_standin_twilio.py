@@ -358,8 +358,9 @@ def test_dropped_callback_leaves_the_call_in_the_api(env: Env) -> None:
 def test_callback_before_voice(env: Env) -> None:
     status_url = env.voice.base_url + "/twilio/call-status"
     played = env.play(answered_seconds=30, status_url=status_url, callbacks_before_voice=True)
-    assert env.voice.paths() == ["/twilio/call-status", "/twilio/voice"]
+    assert env.voice.paths() == ["/twilio/call-status", "/twilio/voice", "/twilio/call-status"]
     assert env.voice.callbacks()[0]["ParentCallSid"] == played.call_sid
+    assert "ParentCallSid" not in env.voice.callbacks()[1]
     assert env.voice.callbacks()[0]["CallSid"] == played.child_sid
     assert played.duration == 30
 

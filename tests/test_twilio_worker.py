@@ -446,3 +446,227 @@ def test_the_jobs_refund_a_purchase_that_died_half_way_within_15_minutes(
         )
         == "cancelled"
     )
+
+
+# -- call legs: what a call may be billed ----------------------------------------------
+
+
+def child_callback(parent_sid: str, status: str, seconds: int | str) -> dict[str, str]:
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "CallSid": "CA" + uuid.uuid4().hex,
+        "ParentCallSid": parent_sid,
+        "CallStatus": status,
+        "CallDuration": str(seconds),
+        "Direction": "outbound-dial",
+    }
+
+
+def log_of(system: System, call_sid: str) -> dict[str, Any]:
+    return system.rows("select * from public.twilio_call_logs where call_sid = %s", (call_sid,))[0]
+
+
+def test_a_call_is_never_billed_past_its_hold(system: System) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 50)
+    params = voice_params(user)
+    voice = system.post_twilio("/twilio/voice", params)
+    assert 'timeLimit="300"' in voice.text
+    status = system.post_twilio(
+        "/twilio/call-status", child_callback(params["CallSid"], "completed", 3600)
+    )
+    assert status.status_code == 200, status.text
+    assert system.balance(user) == Decimal("0.00")  # 5 held minutes, not 60
+    log = log_of(system, params["CallSid"])
+    assert (log["billed_minutes"], log["duration"], log["unbilled_seconds"]) == (5, 300, 3300)
+    alerts = system.rows(
+        "select kind, user_id::text as user_id from public.operator_alerts "
+        "where metadata ->> 'callSid' = %s",
+        (params["CallSid"],),
+    )
+    assert alerts == [{"kind": "call_overrun", "user_id": user}]
+
+
+def test_a_callback_after_the_hold_expired_never_overdraws(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 100)
+    first = voice_params(user)
+    system.post_twilio("/twilio/voice", first)
+    jobs_db.call("select billing.release_expired_holds('infinity')")
+    play(system, user, 600)  # the released dollar pays another 10-minute call
+    assert system.balance(user) == Decimal("0.00")
+    late = system.post_twilio(
+        "/twilio/call-status", child_callback(first["CallSid"], "completed", 600)
+    )
+    assert late.status_code == 200, late.text
+    assert system.balance(user) == Decimal("0.00")
+    assert log_of(system, first["CallSid"])["unbilled_seconds"] == 600
+    assert system.drift() == []
+
+
+@pytest.mark.parametrize("parent_callback", ["before", "after"])
+def test_only_the_answered_legs_talk_time_is_billed(system: System, parent_callback: str) -> None:
+    owner = system.new_user("starter")
+    number = give_number(system, owner)
+    use_free_minutes(system, owner)
+    fund(system, owner, 1000)
+    call = twilio_api.play_call(
+        voice_url=system.worker_url + "/twilio/voice",
+        status_url=system.worker_url + "/twilio/call-status",
+        auth_token=AUTH_TOKEN,
+        params={"From": "+12125550199", "To": number},
+        answered_seconds=59,
+        ring_seconds=20,
+        pre_dial_seconds=4,
+        parent_callback=parent_callback,
+        standin=system.twilio,
+        account_sid=ACCOUNT_SID,
+    )
+    assert call.parent_duration == 83 and call.duration == 59
+    assert call.parent_callback_status == 200 and call.callback_statuses == [200]
+    assert system.balance(owner) == Decimal("9.98")  # one minute at $0.02, not two
+    assert log_of(system, call.call_sid)["duration"] == 59
+
+
+@pytest.mark.parametrize("outcome", ["no-answer", "busy"])
+def test_an_unanswered_dial_bills_nothing_when_the_parent_reports_first(
+    system: System, outcome: str
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    call = play(system, user, 120, ring_seconds=30, dial_outcome=outcome, parent_callback="before")
+    assert call.parent_duration == 30 and call.parent_callback_status == 200
+    assert system.balance(user) == Decimal("10.00")
+    assert all(h["released_at"] is not None for h in holds(system, user))
+
+
+def test_a_dialed_leg_that_never_reports_is_settled_from_its_own_duration(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    call = play(system, user, 59, ring_seconds=40, drop_callbacks=True)
+    parent = system.post_twilio(
+        "/twilio/call-status",
+        {
+            "AccountSid": ACCOUNT_SID,
+            "CallSid": call.call_sid,
+            "CallStatus": "completed",
+            "CallDuration": str(call.parent_duration),
+            "Direction": "inbound",
+        },
+    )
+    assert parent.json()["outcome"] == "parent_ended"
+    assert system.balance(user) == Decimal("10.00")
+    # Due as soon as the parent has been over for 2 minutes, not after the call's whole limit.
+    counts = twilio_jobs.reconcile_holds(
+        jobs_db, twilio_client(system), at=datetime.now(UTC) + timedelta(minutes=3)
+    )
+    assert counts["settled"] == 1
+    assert system.balance(user) == Decimal("9.90")  # the child's 59 s, not the parent's 99 s
+
+
+def test_reconciliation_bills_nothing_when_no_leg_answered(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    params = voice_params(user)
+    system.post_twilio("/twilio/voice", params)
+    system.twilio.record_call(sid=params["CallSid"], status="completed", duration=45)
+    counts = twilio_jobs.reconcile_holds(
+        jobs_db, twilio_client(system), at=datetime.now(UTC) + timedelta(hours=5)
+    )
+    assert counts["settled"] >= 1
+    assert system.balance(user) == Decimal("10.00")
+    assert log_of(system, params["CallSid"])["billed_minutes"] == 0
+
+
+def test_a_call_across_the_first_of_the_month_uses_its_own_months_minutes(
+    system: System,
+) -> None:
+    owner = system.new_user("starter")
+    number = give_number(system, owner)
+    params = {**voice_params(owner), "From": "+12125550199", "To": number}
+    assert "<Dial" in system.post_twilio("/twilio/voice", params).text
+    # Authorized ten minutes before this month began (the account untouched since).
+    system.rows(
+        "update public.call_holds set created_at = date_trunc('month', now(), 'UTC') "
+        "- interval '10 minutes' where call_sid = %s returning 1",
+        (params["CallSid"],),
+    )
+    system.rows(
+        "update public.call_balance set free_minutes_last_reset = date_trunc('month', now(), "
+        "'UTC') - interval '10 days' where user_id = %s returning 1",
+        (owner,),
+    )
+    status = system.post_twilio(
+        "/twilio/call-status", child_callback(params["CallSid"], "completed", 50 * 60)
+    )
+    assert status.status_code == 200, status.text
+    assert log_of(system, params["CallSid"])["free_minutes_used"] == 50
+    remaining = system.one(
+        "select free_minutes_remaining from public.call_balance where user_id = %s", (owner,)
+    )
+    assert remaining == 200  # the new month's allowance is whole
+    assert system.balance(owner) == Decimal("0.00")
+
+
+def test_strangers_hear_nothing_of_the_owners_balance(system: System) -> None:
+    owner = system.new_user("starter")
+    number = give_number(system, owner)
+    use_free_minutes(system, owner)
+    fund(system, owner, 100)
+    params = {**voice_params(owner), "From": "+12125550199", "To": number}
+    response = system.post_twilio("/twilio/voice", params)
+    assert response.status_code == 200 and "<Dial" not in response.text
+    assert "This number cannot take calls right now." in response.text
+    assert "balance" not in response.text.lower() and "dollars" not in response.text
+    assert [h for h in holds(system, owner) if h["released_at"] is None] == []
+
+
+@pytest.mark.parametrize("destination", ["+19005550100", "+19765550100", "+442071234567"])
+def test_outbound_calls_only_reach_the_plans_destinations(system: System, destination: str) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    params = {**voice_params(user), "To": destination}
+    response = system.post_twilio("/twilio/voice", params)
+    assert "<Dial" not in response.text
+    assert "Calls to that number are not allowed on your plan." in response.text
+    assert holds(system, user) == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"CallDuration": "99999999"},
+        {"CallDuration": "86401"},
+        {"CallDuration": "1e3"},
+        {"ParentCallSid": "CA' or 1=1 --"},
+        {"CallStatus": ""},
+        {"CallSid": "CA\x00" + "1" * 31},
+    ],
+)
+def test_bad_callbacks_are_refused_and_change_nothing(
+    system: System, fields: dict[str, str]
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    params = voice_params(user)
+    system.post_twilio("/twilio/voice", params)
+    response = system.post_twilio(
+        "/twilio/call-status", {**child_callback(params["CallSid"], "completed", 60), **fields}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid callback"
+    assert system.balance(user) == Decimal("10.00")
+    assert [h["released_at"] for h in holds(system, user)] == [None]
+
+
+def test_an_unknown_client_identity_holds_nothing(system: System) -> None:
+    stranger = str(uuid.uuid4())
+    response = system.post_twilio("/twilio/voice", voice_params(stranger))
+    assert "<Dial" not in response.text and "not known" in response.text
+    assert system.rows("select * from public.call_holds where user_id = %s", (stranger,)) == []

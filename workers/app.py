@@ -287,10 +287,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
         if isinstance(params, JSONResponse):
             return params
         try:
-            outcome = await twilio_calls.settle_from_callback(database, params)
-        except twilio_calls.BadCallback as exc:
-            request.state.log.update(outcome="rejected", reason=str(exc))
-            return _error(400, "invalid callback", str(exc))
+            outcome = await twilio_calls.apply_status(database, params)
         except RpcError as exc:
             request.state.log.update(outcome="refused", reason=exc.message)
             if exc.status == 400:

@@ -16,31 +16,49 @@ from twilio.rest import Client as TwilioClient
 from workers.db import RpcError, SyncDatabase
 from workers.logs import log
 
-UNANSWERED = {"busy", "no-answer", "failed", "canceled"}
+TERMINAL = {"completed", "busy", "no-answer", "failed", "canceled"}
 
 
-def _duration_of(twilio: TwilioClient, call_sid: str) -> int | None:
-    """Seconds to bill for a finished call; None while unknown or still running."""
+def _call_status(twilio: TwilioClient, call_sid: str) -> dict[str, str] | None:
+    """What Twilio knows of a call, as the status callback would have said it.
+
+    The dialed leg's own fields when there is one (SQL bills its talk time);
+    else the parent's, with Twilio's <Dial action> fields saying that nothing
+    answered. None while the call is still running.
+    """
     call = twilio.calls(call_sid).fetch()
+    if call.status not in TERMINAL:
+        return None
+    legs = twilio.calls.list(parent_call_sid=call_sid, limit=20)
+    answered = [leg for leg in legs if leg.status == "completed"]
+    leg = answered[0] if answered else (legs[0] if legs else None)
+    if leg is not None:
+        return {
+            "CallSid": str(leg.sid),
+            "ParentCallSid": call_sid,
+            "CallStatus": str(leg.status),
+            "CallDuration": str(leg.duration or "0"),
+            "Direction": str(leg.direction or ""),
+            "Source": "reconciliation",
+        }
+    fields = {"CallSid": call_sid, "CallStatus": str(call.status), "Source": "reconciliation"}
     if call.status == "completed":
-        # The dialed legs carry the answered time; without any, the call itself.
-        legs = twilio.calls.list(parent_call_sid=call_sid, limit=20)
-        durations = [int(leg.duration or 0) for leg in legs if leg.status == "completed"]
-        return sum(durations) if legs else int(call.duration or 0)
-    if call.status in UNANSWERED:
-        return 0
-    return None
+        fields |= {"DialCallStatus": "no-answer", "DialCallDuration": "0"}
+    return fields
 
 
 def reconcile_holds(
     db: SyncDatabase, twilio: TwilioClient, limit: int = 100, at: datetime | None = None
 ) -> dict[str, int]:
-    """Settle overdue holds from Twilio's Calls API; `at` overrides the clock (tests)."""
+    """Settle overdue holds from Twilio's Calls API, through the callback's SQL function.
+
+    `at` overrides the clock (tests).
+    """
     counts = {"settled": 0, "unknown": 0, "running": 0, "released": 0, "errors": 0}
     for hold in db.rows("select * from billing.stale_holds(%s, %s)", (at, limit)):
         sid = hold["call_sid"]
         try:
-            seconds = _duration_of(twilio, sid)
+            fields = _call_status(twilio, sid)
         except TwilioRestException as exc:
             if exc.status == 404:
                 counts["unknown"] += 1  # Twilio never heard of it: the expiry releases it
@@ -50,19 +68,19 @@ def reconcile_holds(
         except TwilioException:
             counts["errors"] += 1
             continue
-        if seconds is None:
+        if fields is None:
             counts["running"] += 1
             continue
-        meta = json.dumps({"source": "reconciliation"})
         try:
-            db.call(
-                "select billing.settle_call(%s, %s::uuid, %s, %s::jsonb)",
-                (sid, str(hold["user_id"]), seconds, meta),
-            )
-            counts["settled"] += 1
+            result = db.call("select billing.apply_call_status(%s::jsonb)", (json.dumps(fields),))
         except RpcError as exc:
             log("reconciliation refused", call_sid=sid, reason=exc.message)
             counts["errors"] += 1
+            continue
+        if result.get("outcome") in ("settled", "duplicate"):
+            counts["settled"] += 1
+        else:
+            counts["running"] += 1
     counts["released"] = int(db.call("select billing.release_expired_holds(%s)", (at,)) or 0)
     return counts
 

@@ -701,6 +701,8 @@ class PlayedCall:
     callback_statuses: list[int | None] = field(default_factory=list)
     action_status: int | None = None
     voice_params: dict[str, str] = field(default_factory=dict)
+    parent_callback_params: dict[str, str] = field(default_factory=dict)
+    parent_callback_status: int | None = None
 
 
 def parse_dial(twiml: str) -> DialInstruction | None:
@@ -757,10 +759,24 @@ def play_call(
     duplicate_callbacks: int = 1,
     drop_callbacks: bool = False,
     callbacks_before_voice: bool = False,
+    ring_seconds: int = 0,
+    pre_dial_seconds: int = 0,
+    parent_callback: str = "after",
     account_sid: str | None = None,
     timeout: float = 10.0,
 ) -> PlayedCall:
     """Play one call against a voice webhook as Twilio would.
+
+    A call has two legs, and each reports its own end (Twilio's docs: the
+    <Number>/<Sip>/<Client> `statusCallback` attribute,
+    https://www.twilio.com/docs/voice/twiml/number#attributes-status-callback;
+    the status callback parameters, https://www.twilio.com/docs/voice/api/call-resource#statuscallback
+    — `CallSid`, `ParentCallSid` on a dialed leg, `CallStatus`, `CallDuration`
+    in seconds, `Direction`; the `<Dial action>` request's `DialCallSid`,
+    `DialCallStatus`, `DialCallDuration`,
+    https://www.twilio.com/docs/voice/twiml/dial#action). The parent leg's
+    `CallDuration` counts from when it rang: ringing, the TwiML before `<Dial>`
+    and the talk time; the dialed (child) leg's counts the talk time only.
 
     1. POST `voice_url` signed with `X-Twilio-Signature`: CallSid, AccountSid,
        From, To, Direction, CallStatus=ringing, ApiVersion, plus `params` (which
@@ -779,7 +795,15 @@ def play_call(
        With `callbacks_before_voice`, the callback goes to `status_url` before
        step 1 with `answered_seconds` as the duration. A `<Dial action>` URL
        receives DialCallStatus/DialCallDuration/DialCallSid afterwards.
+    5. With `status_url` (the number's or the TwiML App's status callback),
+       POST the parent leg's signed `completed` callback (no ParentCallSid;
+       CallDuration = `ring_seconds` + `pre_dial_seconds` + the talk time)
+       after the dialed leg's (`parent_callback="after"`, Twilio's usual
+       order), before it (`"before"`), or not at all (`"none"`, or
+       `drop_callbacks`). A refused call's parent reports too.
     """
+    if parent_callback not in ("after", "before", "none"):
+        raise ValueError("parent_callback must be after, before or none")
     if dial_outcome not in TERMINAL_STATUSES:
         raise ValueError(f"dial_outcome must be one of {TERMINAL_STATUSES}")
     if isinstance(standin, TwilioStandin):
@@ -799,6 +823,21 @@ def play_call(
     }
     voice_params.setdefault("Caller", voice_params["From"])
     voice_params.setdefault("Called", voice_params["To"])
+
+    def parent_params(duration: int) -> dict[str, str]:
+        return {
+            "AccountSid": account_sid or "",
+            "ApiVersion": API_VERSION,
+            "CallSid": parent_sid,
+            "CallStatus": "completed",
+            "CallDuration": str(duration),
+            "Direction": voice_params.get("Direction", "inbound"),
+            "From": voice_params["From"],
+            "To": voice_params["To"],
+            "Timestamp": rfc2822(),
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": "0",
+        }
 
     def callback_params(duration: int, to: str, caller: str) -> dict[str, str]:
         return {
@@ -831,6 +870,12 @@ def play_call(
                 ]
                 return [f.result() for f in futures]
 
+        def send_parent(duration: int) -> tuple[dict[str, str], int | None]:
+            if not status_url or drop_callbacks or parent_callback == "none":
+                return {}, None
+            fields = parent_params(duration)
+            return fields, _signed_post(client, status_url, fields, auth_token)
+
         early: list[int | None] = []
         early_params: dict[str, str] = {}
         if callbacks_before_voice:
@@ -850,7 +895,15 @@ def play_call(
 
         started = time.time()
         if dial is None:
-            _record(standin, sid=parent_sid, params=voice_params, status="completed", duration=0)
+            refused_duration = ring_seconds + pre_dial_seconds
+            _record(
+                standin,
+                sid=parent_sid,
+                params=voice_params,
+                status="completed",
+                duration=refused_duration,
+            )
+            refused_fields, refused_status = send_parent(refused_duration)
             return PlayedCall(
                 call_sid=parent_sid,
                 child_sid=None,
@@ -863,21 +916,24 @@ def play_call(
                 dial_target=None,
                 dial_outcome=None,
                 duration=0,
-                parent_duration=0,
+                parent_duration=refused_duration,
                 callback_url=status_url if callbacks_before_voice else None,
                 callback_params=early_params,
                 callback_statuses=early,
                 voice_params=voice_params,
+                parent_callback_params=refused_fields,
+                parent_callback_status=refused_status,
             )
 
         duration = min(answered_seconds, dial.time_limit) if dial_outcome == "completed" else 0
         caller = dial.caller_id or voice_params["From"]
+        parent_duration = ring_seconds + pre_dial_seconds + duration
         _record(
             standin,
             sid=parent_sid,
             params=voice_params,
             status="completed",
-            duration=duration,
+            duration=parent_duration,
             start_time=started,
         )
         _record(
@@ -895,10 +951,16 @@ def play_call(
         )
         cb_params = callback_params(duration, dial.target, caller)
         statuses = early
+        parent_fields: dict[str, str] = {}
+        parent_status = None
+        if parent_callback == "before":
+            parent_fields, parent_status = send_parent(parent_duration)
         if callbacks_before_voice:
             cb_params = early_params
         elif target_url:
             statuses = send_callbacks(target_url, cb_params)
+        if parent_callback == "after":
+            parent_fields, parent_status = send_parent(parent_duration)
         action_status = None
         if dial.action:
             action_params = {
@@ -923,12 +985,14 @@ def play_call(
             dial_target=dial.target,
             dial_outcome=dial_outcome,
             duration=duration,
-            parent_duration=duration,
+            parent_duration=parent_duration,
             callback_url=status_url if callbacks_before_voice else target_url,
             callback_params=cb_params,
             callback_statuses=statuses,
             action_status=action_status,
             voice_params=voice_params,
+            parent_callback_params=parent_fields,
+            parent_callback_status=parent_status,
         )
 
 
