@@ -93,7 +93,10 @@ class Model:
         minutes = (seconds + 59) // 60
         free_used = min(minutes, account.free)
         account.free -= free_used
-        account.balance -= (minutes - free_used) * PLANS[plan].rate
+        # A call never takes a balance below zero: the minutes it cannot pay go unbilled.
+        rate = PLANS[plan].rate
+        paid = min(minutes - free_used, int(max(account.balance, Decimal("0")) // rate))
+        account.balance -= paid * rate
 
     def reversal(self, plan: str, key: int, amount: Decimal) -> None:
         account = self.accounts[plan]

@@ -98,4 +98,6 @@ async def apply_status(db: Database, params: dict[str, str]) -> str:
     outcome = str(result.get("outcome"))
     if outcome == "settled":
         return f"settled {result.get('billedMinutes')} min"
+    if outcome == "no_hold":
+        return "no hold for this call yet; reconciliation settles it"
     return outcome
