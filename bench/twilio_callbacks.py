@@ -97,7 +97,8 @@ set local role service_role \\;
 select billing.apply_call_status(jsonb_build_object(
     'CallSid', 'CA' || md5(random()::text),
     'ParentCallSid',
-    (select c.sid from public.bench_calls as c where c.n = (select nextval('public.bench_calls_seq'))),
+    (select c.sid from public.bench_calls as c
+        where c.n = (select nextval('public.bench_calls_seq'))),
     'CallStatus', 'completed', 'CallDuration', cast(:secs as text), 'Direction', 'outbound-dial'));
 """
 
