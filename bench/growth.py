@@ -34,8 +34,8 @@ from psycopg import ClientCursor
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.embedded_pg import EmbeddedPostgres, free_port  # noqa: E402
-from workers.migrate import migrate  # noqa: E402
+from workers.local.embedded_pg import EmbeddedPostgres, free_port  # noqa: E402
+from workers.ops.migrate import migrate  # noqa: E402
 
 ROWS_PER_ACCOUNT = 100
 HEAVY_ROWS = 10_000

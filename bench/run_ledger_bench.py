@@ -37,8 +37,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.embedded_pg import EmbeddedPostgres, default_bindir, free_port  # noqa: E402
-from workers.migrate import migrate  # noqa: E402
+from workers.local.embedded_pg import EmbeddedPostgres, default_bindir, free_port  # noqa: E402
+from workers.ops.migrate import migrate  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 TPS = re.compile(r"tps = ([0-9.]+) \(without initial connection time\)")

@@ -46,9 +46,9 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers.embedded_pg import EmbeddedPostgres, free_port  # noqa: E402
-from workers.migrate import migrate  # noqa: E402
-from workers.standins.signing import stripe_signature  # noqa: E402
+from workers.local.embedded_pg import EmbeddedPostgres, free_port  # noqa: E402
+from workers.local.standins.signing import stripe_signature  # noqa: E402
+from workers.ops.migrate import migrate  # noqa: E402
 
 WEBHOOK_SECRET = "whsec_bench_secret"  # noqa: S105 - a local benchmark secret
 AMOUNT_CENTS = 1000
@@ -398,7 +398,7 @@ def database_ceiling(
         conn.execute("analyze public.bench_users")
     script = logs / "credit.pgbench.sql"
     script.write_text(PGBENCH_SCRIPT.format(users=users))
-    from workers.embedded_pg import default_bindir
+    from workers.local.embedded_pg import default_bindir
 
     out = subprocess.run(
         [

@@ -48,8 +48,8 @@ from stripe_webhooks import (  # noqa: E402
     worker,
 )
 
-from workers.embedded_pg import EmbeddedPostgres, default_bindir, free_port  # noqa: E402
-from workers.standins.signing import twilio_signature  # noqa: E402
+from workers.local.embedded_pg import EmbeddedPostgres, default_bindir, free_port  # noqa: E402
+from workers.local.standins.signing import twilio_signature  # noqa: E402
 
 ACCOUNT_SID = "AC" + "0" * 32  # as bench/stripe_webhooks.py configures the worker
 AUTH_TOKEN = "bench_token"  # noqa: S105 - a local benchmark secret

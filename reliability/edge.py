@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 import psycopg
 
-from workers.embedded_pg import free_port
+from workers.local.embedded_pg import free_port
 from workers.paths import FUNCTIONS_DIR, PROJECT_ROOT, STATE_DIR
 
 DENO = PROJECT_ROOT / "node_modules" / ".bin" / "deno"

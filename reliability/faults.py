@@ -43,9 +43,9 @@ from reliability.checks import Invariant, check_all, gather
 from reliability.nemesis import EDGE_KILL, KINDS, Nemesis
 from reliability.running import RunningUp, control
 from reliability.workload import Driver, Record, User, World, read_plans
-from workers import twilio_jobs
-from workers.db import SyncDatabase
-from workers.providers import make_twilio_client
+from workers.service import twilio_jobs
+from workers.service.db import SyncDatabase
+from workers.service.providers import make_twilio_client
 
 # Stripe retries a failed delivery for days; here the same schedule, compressed.
 RETRY_DELAYS = [0.5, 1.0, 2.0, 4.0, 8.0, 15.0]

@@ -41,7 +41,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from workers.standins.signing import stripe_signature, twilio_signature
+from workers.local.standins.signing import stripe_signature, twilio_signature
 
 EDGE_SPEC = Path(__file__).with_name("edge_functions.openapi.yaml")
 MONEY_TABLES = (
@@ -413,7 +413,7 @@ def render(tally: Tally, limit: int = 30) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from reliability.running import RunningUp
-    from workers.report import create_user
+    from workers.ops.report import create_user
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=200, help="per operation and mode")

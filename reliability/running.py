@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import psutil
 
-from workers.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, free_port
+from workers.local.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, free_port
 from workers.paths import PROJECT_ROOT, STATE_DIR
 
 
@@ -129,8 +129,8 @@ class RunningUp:
         wanted = {
             "worker": ("workers.cli", "serve"),
             "jobs": ("workers.cli", "jobs"),
-            "stripe-standin": ("workers.standins", "stripe"),
-            "twilio-standin": ("workers.standins", "twilio"),
+            "stripe-standin": ("workers.local.standins", "stripe"),
+            "twilio-standin": ("workers.local.standins", "twilio"),
             "functions": ("local_router.ts",),
         }[name]
         try:

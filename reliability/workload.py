@@ -33,9 +33,9 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from workers.report import create_user
-from workers.standins import twilio_api
-from workers.standins.signing import twilio_signature
+from workers.local.standins import twilio_api
+from workers.local.standins.signing import twilio_signature
+from workers.ops.report import create_user
 
 STRIPE_KEY = "sk_test_sandbox"  # the stand-in's key under `callbalance up`
 

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from workers.embedded_pg import EmbeddedPostgres, free_port
-from workers.migrate import migrate
+from workers.local.embedded_pg import EmbeddedPostgres, free_port
+from workers.ops.migrate import migrate
 
 TEMPLATE = "callbalance_template"
 HELPERS_SQL = Path(__file__).parent / "sql" / "helpers.sql"

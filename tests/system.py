@@ -21,9 +21,9 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from workers.embedded_pg import free_port
-from workers.standins import StandinServer, stripe_api
-from workers.standins.signing import stripe_signature, twilio_signature
+from workers.local.embedded_pg import free_port
+from workers.local.standins import StandinServer, stripe_api
+from workers.local.standins.signing import stripe_signature, twilio_signature
 
 WEBHOOK_SECRET = "whsec_test_current"
 OLD_WEBHOOK_SECRET = "whsec_test_rotated_out"
@@ -111,7 +111,7 @@ class System:
     def pay_checkout(self, user: str, cents: int, currency: str = "usd") -> str:
         """A top-up Checkout Session created as the top-up function does, paid at the stand-in
         with the card saved for off-session use; returns the session id."""
-        from workers.providers import make_stripe_client
+        from workers.service.providers import make_stripe_client
 
         client = make_stripe_client(STRIPE_KEY, self.stripe_url)
         purpose = {"purpose": "topup", "user_id": user}

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 
 from tests.system import STRIPE_KEY, System, running_system
-from workers import auto_refill
-from workers.db import SyncDatabase
-from workers.providers import make_stripe_client
+from workers.service import auto_refill
+from workers.service.db import SyncDatabase
+from workers.service.providers import make_stripe_client
 
 
 @pytest.fixture(scope="module")

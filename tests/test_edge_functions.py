@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(not DENO.exists(), reason="npm install has not b
 def _twilio_factory() -> Any:
     """The Twilio stand-in, when the project has one."""
     try:
-        from workers.standins import twilio_api
+        from workers.local.standins import twilio_api
     except ImportError:
         return None
 

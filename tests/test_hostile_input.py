@@ -40,8 +40,8 @@ from tests.system import (
     running_system,
     stripe_event,
 )
-from workers.standins import twilio_api
-from workers.standins.signing import stripe_signature, twilio_signature
+from workers.local.standins import twilio_api
+from workers.local.standins.signing import stripe_signature, twilio_signature
 
 MONEY_TABLES = (
     "call_balance",

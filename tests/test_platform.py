@@ -13,8 +13,10 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import _with_database
-from workers.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, free_port
-from workers.migrate import MigrationError, apply_local_platform, list_migrations, migrate
+from workers.local.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, free_port
+from workers.local.platform import apply_local_platform
+from workers.ops.migrate import MigrationError, migrate
+from workers.service.migrations import list_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPABASE_CLI = ROOT / "node_modules" / ".bin" / "supabase"

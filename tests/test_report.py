@@ -10,7 +10,7 @@ import sys
 import jwt
 import psycopg
 
-from workers.up import LOCAL_JWT_SECRET
+from workers.local.up import LOCAL_JWT_SECRET
 
 
 def cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:

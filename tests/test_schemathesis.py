@@ -26,7 +26,7 @@ from reliability.fuzz import (
     worker_schema,
 )
 from tests.system import ACCOUNT_SID, AUTH_TOKEN, STRIPE_KEY, WEBHOOK_SECRET, running_system
-from workers.standins import twilio_api
+from workers.local.standins import twilio_api
 
 # Per operation and generation mode; more with CALLBALANCE_FUZZ_EXAMPLES.
 EXAMPLES = int(os.environ.get("CALLBALANCE_FUZZ_EXAMPLES", "12"))

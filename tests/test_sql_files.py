@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from workers.sql_split import split_statements
+from workers.ops.sql_split import split_statements
 
 SQL_TESTS = sorted((Path(__file__).parent.parent / "sql_tests").glob("*.sql"))
 

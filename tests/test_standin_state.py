@@ -9,9 +9,9 @@ from pathlib import Path
 from stripe.params import PaymentIntentCreateParams
 from twilio.base.exceptions import TwilioRestException
 
-from workers.providers import make_stripe_client, make_twilio_client
-from workers.standins import StandinServer
-from workers.standins.__main__ import build
+from workers.local.standins import StandinServer
+from workers.local.standins.__main__ import build
+from workers.service.providers import make_stripe_client, make_twilio_client
 
 ACCOUNT = "AC" + "3" * 32
 TOKEN = "state-auth-token"

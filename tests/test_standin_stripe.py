@@ -17,17 +17,17 @@ import pytest
 import stripe
 from fastapi import FastAPI, Request, Response
 
-from workers.embedded_pg import free_port
-from workers.providers import make_stripe_client
-from workers.standins import StandinServer
-from workers.standins.__main__ import build
-from workers.standins.signing import stripe_signature
-from workers.standins.stripe_api import (
+from workers.local.embedded_pg import free_port
+from workers.local.standins import StandinServer
+from workers.local.standins.__main__ import build
+from workers.local.standins.signing import stripe_signature
+from workers.local.standins.stripe_api import (
     StripeStandin,
     StripeStandinConfig,
     create_app,
     parse_form,
 )
+from workers.service.providers import make_stripe_client
 
 SECRET = "whsec_test_secret"
 

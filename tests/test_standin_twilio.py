@@ -18,17 +18,17 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from workers.providers import RedirectingTwilioHttpClient, make_twilio_client
-from workers.standins import StandinServer
-from workers.standins.__main__ import build
-from workers.standins.signing import twilio_signature
-from workers.standins.twilio_api import (
+from workers.local.standins import StandinServer
+from workers.local.standins.__main__ import build
+from workers.local.standins.signing import twilio_signature
+from workers.local.standins.twilio_api import (
     TwilioStandin,
     TwilioStandinConfig,
     create_app,
     parse_dial,
     play_call,
 )
+from workers.service.providers import RedirectingTwilioHttpClient, make_twilio_client
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "test-auth-token"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.system import STRIPE_KEY, System, running_system, stripe_event
-from workers.providers import make_stripe_client
+from workers.service.providers import make_stripe_client
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_a_rotated_secret_still_verifies(system: System) -> None:
 def test_tampered_body_is_refused(system: System) -> None:
     user = system.new_user()
     event = checkout(user, 500, pi_id())
-    from workers.standins.signing import stripe_signature
+    from workers.local.standins.signing import stripe_signature
 
     header = stripe_signature(json.dumps(event).encode(), "whsec_test_current")
     event["data"]["object"]["amount_total"] = 500000

@@ -14,12 +14,12 @@ import pytest
 import stripe
 
 from tests.system import ACCOUNT_SID, AUTH_TOKEN, System, running_system
-from workers import twilio_jobs
-from workers.db import SyncDatabase
-from workers.jobs import Jobs
-from workers.providers import make_twilio_client
-from workers.standins import twilio_api
-from workers.standins.signing import twilio_signature
+from workers.local.standins import twilio_api
+from workers.local.standins.signing import twilio_signature
+from workers.service import twilio_jobs
+from workers.service.db import SyncDatabase
+from workers.service.jobs import Jobs
+from workers.service.providers import make_twilio_client
 
 
 def twilio_factory() -> tuple[Any, twilio_api.TwilioStandin]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from workers.embedded_pg import free_port
+from workers.local.embedded_pg import free_port
 from workers.paths import STATE_DIR
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from workers.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
-from workers.migrate import MigrationError, migrate
+from workers.local.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
+from workers.local.up import UpError
+from workers.ops.migrate import MigrationError, migrate
 from workers.paths import STATE_DIR
-from workers.settings import DEFAULT_SERVE_PORT, SettingsError
-from workers.up import UpError
+from workers.service.settings import DEFAULT_SERVE_PORT, SettingsError
 
 DEFAULT_DB_PORT = 54322
 
@@ -50,7 +50,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from workers.up import Ports, run_up
+    from workers.local.up import Ports, run_up
 
     ports = Ports(
         db=_db_port(args),
@@ -65,11 +65,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from workers.settings import load_settings
+    from workers.service.settings import load_settings
 
     load_settings()  # fail fast, naming every missing variable
     uvicorn.run(
-        "workers.app:app_from_env",
+        "workers.service.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
@@ -81,11 +81,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from workers.db import SyncDatabase
-    from workers.jobs import Jobs
-    from workers.logs import setup_logging
-    from workers.providers import make_stripe_client, make_twilio_client
-    from workers.settings import load_settings
+    from workers.service.db import SyncDatabase
+    from workers.service.jobs import Jobs
+    from workers.service.logs import setup_logging
+    from workers.service.providers import make_stripe_client, make_twilio_client
+    from workers.service.settings import load_settings
 
     settings = load_settings()
     setup_logging()
@@ -114,7 +114,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def _running(args: argparse.Namespace) -> dict[str, str]:
     """The URLs of the system `callbalance up` started, or the environment's."""
-    from workers.up import LOCAL_JWT_SECRET, read_state
+    from workers.local.up import LOCAL_JWT_SECRET, read_state
 
     if os.environ.get("DATABASE_URL"):
         return {
@@ -127,7 +127,7 @@ def _running(args: argparse.Namespace) -> dict[str, str]:
 def cmd_report(args: argparse.Namespace) -> int:
     import json
 
-    from workers.report import collect, render
+    from workers.ops.report import collect, render
 
     data = collect(_running(args)["database_url"], args.user)
     if args.json:
@@ -143,7 +143,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_user_create(args: argparse.Namespace) -> int:
     import json
 
-    from workers.report import create_user
+    from workers.ops.report import create_user
 
     state = _running(args)
     try:
@@ -156,8 +156,8 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from workers.simulate import simulate
-    from workers.up import read_state
+    from workers.local.up import read_state
+    from workers.ops.simulate import simulate
 
     plans = ["starter", "classic"] if args.plan == "both" else [args.plan]
     return simulate(read_state(_state_dir(args)), plans, args.users)

@@ -8,5 +8,4 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
 FUNCTIONS_DIR = PROJECT_ROOT / "supabase" / "functions"
-LOCAL_PLATFORM_SQL = PACKAGE_DIR / "sql" / "local_platform.sql"
 STATE_DIR = PROJECT_ROOT / ".callbalance"

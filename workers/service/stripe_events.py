@@ -13,7 +13,7 @@ from typing import Any
 
 import stripe
 
-from workers.db import Database
+from workers.service.db import Database
 
 Json = dict[str, Any]
 

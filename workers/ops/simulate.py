@@ -30,9 +30,9 @@ import jwt
 import psycopg
 from psycopg.rows import dict_row
 
-from workers.providers import make_stripe_client
-from workers.report import create_user
-from workers.standins import twilio_api
+from workers.local.standins import twilio_api
+from workers.ops.report import create_user
+from workers.service.providers import make_stripe_client
 
 
 class Mismatch(AssertionError):

@@ -1,4 +1,4 @@
-"""Run a stand-in: `python -m workers.standins stripe|twilio [options]`."""
+"""Run a stand-in: `python -m workers.local.standins stripe|twilio [options]`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.standins import StandinServer, stripe_api, twilio_api
+from workers.local.standins import StandinServer, stripe_api, twilio_api
 
 
 def _split(value: str | None) -> list[str]:
@@ -21,7 +21,7 @@ def _state_file(state_dir: str | None, which: str) -> str | None:
 def build(argv: Sequence[str] | None = None) -> StandinServer:
     """Parse the command line into a (not yet started) server."""
     parser = argparse.ArgumentParser(
-        prog="python -m workers.standins", description="Local Stripe / Twilio API stand-ins."
+        prog="python -m workers.local.standins", description="Local Stripe / Twilio API stand-ins."
     )
     sub = parser.add_subparsers(dest="which", required=True)
 

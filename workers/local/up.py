@@ -29,8 +29,8 @@ from types import FrameType
 
 import httpx
 
-from workers.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, port_in_use
-from workers.migrate import migrate
+from workers.local.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, port_in_use
+from workers.ops.migrate import migrate
 from workers.paths import FUNCTIONS_DIR, PROJECT_ROOT
 
 LOCAL_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"  # noqa: S105
@@ -179,7 +179,7 @@ class Up:
                 Child(
                     "stripe-standin",
                     _python(
-                        "workers.standins",
+                        "workers.local.standins",
                         "stripe",
                         "--port",
                         str(p.stripe),
@@ -200,7 +200,7 @@ class Up:
                 Child(
                     "twilio-standin",
                     _python(
-                        "workers.standins",
+                        "workers.local.standins",
                         "twilio",
                         "--port",
                         str(p.twilio),

@@ -13,8 +13,8 @@ from typing import Any
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client as TwilioClient
 
-from workers.db import RpcError, SyncDatabase
-from workers.logs import log
+from workers.service.db import RpcError, SyncDatabase
+from workers.service.logs import log
 
 TERMINAL = {"completed", "busy", "no-answer", "failed", "canceled"}
 

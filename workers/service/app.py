@@ -20,10 +20,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workers import stripe_events, twilio_calls
-from workers.db import Database, RpcError, migrations_current
-from workers.logs import log
-from workers.settings import Settings
+from workers.service import stripe_events, twilio_calls
+from workers.service.db import Database, RpcError, migrations_current
+from workers.service.logs import log
+from workers.service.settings import Settings
 
 TWIML = "application/xml"
 
@@ -311,8 +311,8 @@ def _raw_body(media_type: str, what: str) -> dict[str, Any]:
 
 def app_from_env() -> FastAPI:
     """The app for `uvicorn --factory` (several worker processes read the same environment)."""
-    from workers.logs import setup_logging
-    from workers.settings import load_settings
+    from workers.service.logs import setup_logging
+    from workers.service.settings import load_settings
 
     setup_logging()
     return create_app(load_settings())

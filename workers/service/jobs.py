@@ -22,9 +22,9 @@ import psycopg
 import stripe
 from twilio.rest import Client as TwilioClient
 
-from workers import auto_refill, twilio_jobs
-from workers.db import SyncDatabase
-from workers.logs import log
+from workers.service import auto_refill, twilio_jobs
+from workers.service.db import SyncDatabase
+from workers.service.logs import log
 
 
 @dataclass

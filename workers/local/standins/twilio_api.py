@@ -11,7 +11,7 @@ auth token or an API key sid and secret):
 - `GET  /2010-04-01/Accounts/{AccountSid}/Calls.json`, `.../Calls/{Sid}.json`
 - `/_control/...` for tests (see `create_app`).
 
-twilio-python reaches it through `workers.providers.make_twilio_client(..., api_base=...)`.
+twilio-python reaches it through `workers.service.providers.make_twilio_client(..., api_base=...)`.
 `play_call` plays one call: a signed voice request, the TwiML answer read as
 Twilio reads it (`<Dial timeLimit>` caps the call), the calls recorded here so
 `Calls(sid).fetch()` finds them, then signed status callbacks.
@@ -36,8 +36,8 @@ import httpx
 from fastapi import Body, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from workers.standins import persist
-from workers.standins.signing import twilio_signature
+from workers.local.standins import persist
+from workers.local.standins.signing import twilio_signature
 
 Obj = dict[str, Any]
 

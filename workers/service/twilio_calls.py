@@ -16,7 +16,7 @@ from typing import Any
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from workers.db import Database, RpcError
+from workers.service.db import Database, RpcError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Each stand-in is an ASGI app (`stripe_api.create_app`, `twilio_api.create_app`)
 keeping its state in memory. `StandinServer` serves any ASGI app on a loopback
-port from a background thread, for tests and for `python -m workers.standins`.
+port from a background thread, for tests and for `python -m workers.local.standins`.
 """
 
 from __future__ import annotations

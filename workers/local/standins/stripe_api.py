@@ -38,8 +38,8 @@ import httpx
 from fastapi import Body, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from workers.standins import persist
-from workers.standins.signing import stripe_signature
+from workers.local.standins import persist
+from workers.local.standins.signing import stripe_signature
 
 Obj = dict[str, Any]
 

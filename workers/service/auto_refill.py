@@ -17,8 +17,8 @@ from typing import Any
 
 import stripe
 
-from workers.db import RpcError, SyncDatabase
-from workers.logs import log
+from workers.service.db import RpcError, SyncDatabase
+from workers.service.logs import log
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from workers.migrate import pending
+from workers.service.migrations import pending
 
 Params = Sequence[Any] | dict[str, Any] | None
 

@@ -1,0 +1,1 @@
+"""The operator's commands: `migrate`, `simulate`, `report` and `user create`."""
