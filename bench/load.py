@@ -53,7 +53,7 @@ from reliability.running import RunningUp  # noqa: E402
 from workers.local.embedded_pg import default_bindir  # noqa: E402
 from workers.local.standins.signing import stripe_signature, twilio_signature  # noqa: E402
 from workers.local.standins.twilio_api import parse_dial  # noqa: E402
-from workers.ops.report import create_user  # noqa: E402
+from workers.ops.users import create_user  # noqa: E402
 
 
 @dataclass

@@ -413,7 +413,7 @@ def render(tally: Tally, limit: int = 30) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from reliability.running import RunningUp
-    from workers.ops.report import create_user
+    from workers.ops.users import create_user
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=200, help="per operation and mode")

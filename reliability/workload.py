@@ -35,7 +35,7 @@ from psycopg.rows import dict_row
 
 from workers.local.standins import twilio_api
 from workers.local.standins.signing import twilio_signature
-from workers.ops.report import create_user
+from workers.ops.users import create_user
 
 STRIPE_KEY = "sk_test_sandbox"  # the stand-in's key under `callbalance up`
 

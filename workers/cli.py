@@ -1,22 +1,30 @@
-"""The `callbalance` command."""
+"""The `callbalance` command: it parses the command line and hands each command on.
+
+Every command lives with what it is about: `up` in `workers.local`, `serve`
+and `jobs` in `workers.service`, `migrate`, `simulate`, `report` and `user`
+in `workers.ops`. Each is imported only when it runs, so the deployed
+commands never load the local platform.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 
-from workers.local.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError
-from workers.local.up import UpError
-from workers.ops.migrate import MigrationError, migrate
+from workers import CommandError
 from workers.paths import STATE_DIR
-from workers.service.settings import DEFAULT_SERVE_PORT, SettingsError
+from workers.service.settings import DEFAULT_SERVE_PORT
 
 DEFAULT_DB_PORT = 54322
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(
+        getattr(args, "state_dir", None) or os.environ.get("CALLBALANCE_STATE_DIR") or STATE_DIR
+    )
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -27,26 +35,6 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def _db_port(args: argparse.Namespace) -> int:
     return int(args.db_port or os.environ.get("CALLBALANCE_DB_PORT") or DEFAULT_DB_PORT)
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    server = None
-    if not url:
-        server = EmbeddedPostgres(_data_dir(args), port=_db_port(args))
-        url = server.start()
-    try:
-        migrate(url)
-    finally:
-        if server is not None:
-            server.stop()
-    return 0
-
-
-def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(
-        getattr(args, "state_dir", None) or os.environ.get("CALLBALANCE_STATE_DIR") or STATE_DIR
-    )
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -62,105 +50,41 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_up(_state_dir(args), ports)
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from workers.ops.migrate import migrate_command
+
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    return migrate_command(url, _data_dir(args), _db_port(args))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from workers.service.app import serve
 
-    from workers.service.settings import load_settings
-
-    load_settings()  # fail fast, naming every missing variable
-    uvicorn.run(
-        "workers.service.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=False,
-        log_level="warning",
-    )
-    return 0
+    return serve(args.host, args.port, args.workers)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from workers.service.db import SyncDatabase
-    from workers.service.jobs import Jobs
-    from workers.service.logs import setup_logging
-    from workers.service.providers import make_stripe_client, make_twilio_client
-    from workers.service.settings import load_settings
+    from workers.service.jobs import run_jobs
 
-    settings = load_settings()
-    setup_logging()
-    db = SyncDatabase(settings.database_url)
-    jobs = Jobs(
-        db=db,
-        stripe_client=make_stripe_client(settings.stripe_secret_key, settings.stripe_api_base),
-        twilio=make_twilio_client(
-            settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base
-        ),
-        poll_seconds=args.poll_seconds,
-        voice_url=settings.public_url + "/twilio/voice",
-    )
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        jobs.stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        jobs.run()
-    finally:
-        db.close()
-    return 0
-
-
-def _running(args: argparse.Namespace) -> dict[str, str]:
-    """The URLs of the system `callbalance up` started, or the environment's."""
-    from workers.local.up import LOCAL_JWT_SECRET, read_state
-
-    if os.environ.get("DATABASE_URL"):
-        return {
-            "database_url": os.environ["DATABASE_URL"],
-            "jwt_secret": os.environ.get("SUPABASE_JWT_SECRET", LOCAL_JWT_SECRET),
-        }
-    return read_state(_state_dir(args))
+    return run_jobs(args.poll_seconds)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import json
+    from workers.ops.report import report_command
 
-    from workers.ops.report import collect, render
-
-    data = collect(_running(args)["database_url"], args.user)
-    if args.json:
-        print(json.dumps(data, default=str, indent=2))
-    else:
-        print(render(data))
-    if data["ledger_drift"]:
-        print("ledger drift found: balances differ from their ledgers", file=sys.stderr)
-        return 1
-    return 0
+    return report_command(_state_dir(args), args.json, args.user)
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
-    import json
+    from workers.ops.users import create_user_command
 
-    from workers.ops.report import create_user
-
-    state = _running(args)
-    try:
-        user = create_user(state["database_url"], args.email, args.plan, state["jwt_secret"])
-    except ValueError as exc:
-        print(f"callbalance: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(user, indent=2))
-    return 0
+    return create_user_command(_state_dir(args), args.email, args.plan)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from workers.local.up import read_state
-    from workers.ops.simulate import simulate
+    from workers.ops.simulate import simulate_command
 
-    plans = ["starter", "classic"] if args.plan == "both" else [args.plan]
-    return simulate(read_state(_state_dir(args)), plans, args.users)
+    return simulate_command(_state_dir(args), args.plan, args.users)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (EmbeddedPostgresError, MigrationError, SettingsError, UpError) as exc:
+    except CommandError as exc:
         print(f"callbalance: {exc}", file=sys.stderr)
         return 1
 

@@ -15,10 +15,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers import CommandError
+
 RUN_AS_USER = "pgserver"
 
 
-class EmbeddedPostgresError(RuntimeError):
+class EmbeddedPostgresError(CommandError):
     """A start or stop that cannot go ahead, with a message for a person."""
 
 

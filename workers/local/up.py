@@ -29,6 +29,7 @@ from types import FrameType
 
 import httpx
 
+from workers import CommandError
 from workers.local.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, port_in_use
 from workers.ops.migrate import migrate
 from workers.paths import FUNCTIONS_DIR, PROJECT_ROOT
@@ -38,7 +39,7 @@ SANDBOX_ACCOUNT_SID = "AC" + "5a" * 16
 DENO = PROJECT_ROOT / "node_modules" / ".bin" / "deno"
 
 
-class UpError(RuntimeError):
+class UpError(CommandError):
     """A configuration or start-up failure that stops `up`."""
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psycopg
 
+from workers import CommandError
+from workers.local.embedded_pg import EmbeddedPostgres
 from workers.local.platform import apply_local_platform
 from workers.ops.sql_split import split_statements
 from workers.paths import MIGRATIONS_DIR
@@ -21,7 +23,7 @@ from workers.service.migrations import Migration, pending
 _LOCK_KEY = 7_231_004_001  # advisory lock held while migrating
 
 
-class MigrationError(RuntimeError):
+class MigrationError(CommandError):
     """A migration that failed; nothing of it was applied."""
 
 
@@ -91,3 +93,17 @@ def migrate(
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied
+
+
+def migrate_command(database_url: str | None, data_dir: Path, port: int) -> int:
+    """`callbalance migrate`: this database, or else the embedded Postgres, brought up to date."""
+    server = None
+    if not database_url:
+        server = EmbeddedPostgres(data_dir, port=port)
+        database_url = server.start()
+    try:
+        migrate(database_url)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0

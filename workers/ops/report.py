@@ -1,17 +1,18 @@
-"""`callbalance report` and `callbalance user create`: the operator's view of a running system."""
+"""`callbalance report`: the monitoring views of a running system, as tables or JSON."""
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-import jwt
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+
+from workers.ops.running import running_system
 
 # (view, title, columns shown in the terminal; None: all). --json always has every column.
 VIEWS: list[tuple[str, str, list[str] | None]] = [
@@ -80,32 +81,14 @@ def render(data: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def create_user(database_url: str, email: str, plan: str | None, jwt_secret: str) -> dict[str, Any]:
-    meta = json.dumps({"plan": plan} if plan else {})
-    with psycopg.connect(database_url) as conn:
-        if plan is not None:
-            known = conn.execute("select 1 from public.billing_plans where id = %s", (plan,))
-            if known.fetchone() is None:
-                raise ValueError(f"unknown plan {plan!r}")
-        row = conn.execute(
-            "insert into auth.users (email, raw_app_meta_data) values (%s, %s) "
-            "on conflict (email) do nothing returning id",
-            (email, meta),
-        ).fetchone()
-        if row is None:
-            raise ValueError(f"a user with email {email} exists already")
-    user_id = uuid.UUID(str(row[0]))
-    now = int(time.time())
-    token = jwt.encode(
-        {
-            "sub": str(user_id),
-            "email": email,
-            "role": "authenticated",
-            "aud": "authenticated",
-            "iat": now,
-            "exp": now + 24 * 3600,
-        },
-        jwt_secret,
-        algorithm="HS256",
-    )
-    return {"id": str(user_id), "email": email, "plan": plan, "jwt": token}
+def report_command(state_dir: Path, as_json: bool, user_email: str | None) -> int:
+    """`callbalance report`: print the views; non-zero when a balance drifts from its ledger."""
+    data = collect(running_system(state_dir)["database_url"], user_email)
+    if as_json:
+        print(json.dumps(data, default=str, indent=2))
+    else:
+        print(render(data))
+    if data["ledger_drift"]:
+        print("ledger drift found: balances differ from their ledgers", file=sys.stderr)
+        return 1
+    return 0

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +32,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from workers.local.standins import twilio_api
-from workers.ops.report import create_user
+from workers.local.up import read_state
+from workers.ops.users import create_user
 from workers.service.providers import make_stripe_client
 
 
@@ -323,3 +325,9 @@ def simulate(state: dict[str, str], plans: list[str], users: int) -> int:
                     failures += 1
     print(f"{len(jobs) - failures}/{len(jobs)} journeys matched the source documents")
     return 1 if failures else 0
+
+
+def simulate_command(state_dir: Path, plan: str, users: int) -> int:
+    """`callbalance simulate`: the journeys of one plan (or both) against what `up` started."""
+    plans = ["starter", "classic"] if plan == "both" else [plan]
+    return simulate(read_state(state_dir), plans, users)

@@ -316,3 +316,22 @@ def app_from_env() -> FastAPI:
 
     setup_logging()
     return create_app(load_settings())
+
+
+def serve(host: str, port: int, workers: int) -> int:
+    """`callbalance serve`: the app under uvicorn, after the settings are checked."""
+    import uvicorn
+
+    from workers.service.settings import load_settings
+
+    load_settings()  # fail fast, naming every missing variable
+    uvicorn.run(
+        "workers.service.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+    )
+    return 0

@@ -13,10 +13,12 @@ and every SQL step is idempotent. SIGTERM stops the loop between steps.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 
 import psycopg
 import stripe
@@ -116,3 +118,34 @@ class Jobs:
                             wake.set()
             except psycopg.Error:
                 self.stop.wait(1.0)
+
+
+def run_jobs(poll_seconds: float) -> int:
+    """`callbalance jobs`: the loop with the environment's clients, until SIGINT or SIGTERM."""
+    from workers.service.logs import setup_logging
+    from workers.service.providers import make_stripe_client, make_twilio_client
+    from workers.service.settings import load_settings
+
+    settings = load_settings()
+    setup_logging()
+    db = SyncDatabase(settings.database_url)
+    jobs = Jobs(
+        db=db,
+        stripe_client=make_stripe_client(settings.stripe_secret_key, settings.stripe_api_base),
+        twilio=make_twilio_client(
+            settings.twilio_account_sid, settings.twilio_auth_token, settings.twilio_api_base
+        ),
+        poll_seconds=poll_seconds,
+        voice_url=settings.public_url + "/twilio/voice",
+    )
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        jobs.stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        jobs.run()
+    finally:
+        db.close()
+    return 0

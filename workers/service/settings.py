@@ -11,10 +11,12 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from workers import CommandError
+
 DEFAULT_SERVE_PORT = 54330
 
 
-class SettingsError(RuntimeError):
+class SettingsError(CommandError):
     """The environment does not describe a runnable service."""
 
 
