@@ -52,7 +52,7 @@ from reliability.http1 import HttpError, Pool  # noqa: E402
 from reliability.running import RunningUp  # noqa: E402
 from workers.local.embedded_pg import default_bindir  # noqa: E402
 from workers.local.standins.signing import stripe_signature, twilio_signature  # noqa: E402
-from workers.local.standins.twilio_api import parse_dial  # noqa: E402
+from workers.local.standins.twilio import parse_dial  # noqa: E402
 from workers.ops.users import create_user  # noqa: E402
 
 

@@ -33,7 +33,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from workers.local.standins import twilio_api
+from workers.local.standins import twilio as twilio_standin
 from workers.local.standins.signing import twilio_signature
 from workers.ops.users import create_user
 
@@ -291,7 +291,7 @@ class World:
             drop, lose = True, True
             self.record.twilio_faults["status callback lost twice (reconciliation)"] += 1
         try:
-            played = twilio_api.play_call(
+            played = twilio_standin.play_call(
                 voice_url=self.state["twilio_voice_url"],
                 auth_token=self.state["twilio_auth_token"],
                 account_sid=self.state["twilio_account_sid"],
@@ -339,7 +339,7 @@ class World:
         self.record.op("call", "ok", "settled" if delivered else "callback lost")
         return "ok"
 
-    def remember(self, http: httpx.Client, played: twilio_api.PlayedCall) -> None:
+    def remember(self, http: httpx.Client, played: twilio_standin.PlayedCall) -> None:
         """Record the call at the Twilio stand-in, so its Calls API knows it (reconciliation)."""
         base = self.state["twilio_api_base"].rstrip("/") + "/_control/calls"
         voice = played.voice_params

@@ -22,7 +22,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from workers.local.embedded_pg import free_port
-from workers.local.standins import StandinServer, stripe_api
+from workers.local.standins import StandinServer
+from workers.local.standins import stripe as stripe_standin
 from workers.local.standins.signing import stripe_signature, twilio_signature
 
 WEBHOOK_SECRET = "whsec_test_current"
@@ -36,7 +37,7 @@ STRIPE_KEY = "sk_test_callbalance"
 class System:
     db_url: str
     worker_url: str
-    stripe: stripe_api.StripeStandin
+    stripe: stripe_standin.StripeStandin
     stripe_url: str
     twilio: Any = None
     twilio_url: str | None = None
@@ -195,13 +196,13 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) 
 def running_system(db_url: str, twilio_app_factory: Any = None) -> Iterator[System]:
     port = free_port()
     worker_url = f"http://127.0.0.1:{port}"
-    config = stripe_api.StripeStandinConfig(
+    config = stripe_standin.StripeStandinConfig(
         webhook_urls=[worker_url + "/stripe/webhook"],
         webhook_secret=WEBHOOK_SECRET,
         retry_delays=(0.2, 0.5, 1.0),
     )
-    standin = stripe_api.StripeStandin(config)
-    stripe_server = StandinServer(stripe_api.create_app(standin))
+    standin = stripe_standin.StripeStandin(config)
+    stripe_server = StandinServer(stripe_standin.create_app(standin))
     stripe_url = stripe_server.start()
     twilio_server = None
     twilio_state = None

@@ -37,18 +37,18 @@ pytestmark = pytest.mark.skipif(not DENO.exists(), reason="npm install has not b
 def _twilio_factory() -> Any:
     """The Twilio stand-in, when the project has one."""
     try:
-        from workers.local.standins import twilio_api
+        from workers.local.standins import twilio as twilio_standin
     except ImportError:
         return None
 
     def factory() -> tuple[Any, Any]:
-        config = twilio_api.TwilioStandinConfig(
+        config = twilio_standin.TwilioStandinConfig(
             account_sid=ACCOUNT_SID,
             auth_token=AUTH_TOKEN,
             api_keys={API_KEY_SID: API_KEY_SECRET},
         )
-        standin = twilio_api.TwilioStandin(config)
-        return twilio_api.create_app(standin), standin
+        standin = twilio_standin.TwilioStandin(config)
+        return twilio_standin.create_app(standin), standin
 
     return factory
 

@@ -40,7 +40,7 @@ from tests.system import (
     running_system,
     stripe_event,
 )
-from workers.local.standins import twilio_api
+from workers.local.standins import twilio as twilio_standin
 from workers.local.standins.signing import stripe_signature, twilio_signature
 
 MONEY_TABLES = (
@@ -79,9 +79,9 @@ class Env:
 
 
 def _twilio_factory() -> tuple[Any, Any]:
-    config = twilio_api.TwilioStandinConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
-    standin = twilio_api.TwilioStandin(config)
-    return twilio_api.create_app(standin), standin
+    config = twilio_standin.TwilioStandinConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+    standin = twilio_standin.TwilioStandin(config)
+    return twilio_standin.create_app(standin), standin
 
 
 @pytest.fixture(scope="module")

@@ -118,3 +118,12 @@ def test_the_service_imports_without_the_local_package() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_no_module_is_over_600_lines() -> None:
+    long = {}
+    for path in sorted((ROOT / "workers").glob("**/*.py")):
+        count = len(path.read_text().splitlines())
+        if count > 600:
+            long[str(path.relative_to(ROOT))] = count
+    assert not long, f"split these by subject: {long}"

@@ -26,16 +26,16 @@ from reliability.fuzz import (
     worker_schema,
 )
 from tests.system import ACCOUNT_SID, AUTH_TOKEN, STRIPE_KEY, WEBHOOK_SECRET, running_system
-from workers.local.standins import twilio_api
+from workers.local.standins import twilio as twilio_standin
 
 # Per operation and generation mode; more with CALLBALANCE_FUZZ_EXAMPLES.
 EXAMPLES = int(os.environ.get("CALLBALANCE_FUZZ_EXAMPLES", "12"))
 
 
 def _twilio_factory() -> tuple[Any, Any]:
-    config = twilio_api.TwilioStandinConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
-    standin = twilio_api.TwilioStandin(config)
-    return twilio_api.create_app(standin), standin
+    config = twilio_standin.TwilioStandinConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+    standin = twilio_standin.TwilioStandin(config)
+    return twilio_standin.create_app(standin), standin
 
 
 @pytest.fixture(scope="module")

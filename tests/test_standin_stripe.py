@@ -21,7 +21,7 @@ from workers.local.embedded_pg import free_port
 from workers.local.standins import StandinServer
 from workers.local.standins.__main__ import build
 from workers.local.standins.signing import stripe_signature
-from workers.local.standins.stripe_api import (
+from workers.local.standins.stripe import (
     StripeStandin,
     StripeStandinConfig,
     create_app,

@@ -21,7 +21,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from workers.local.standins import StandinServer
 from workers.local.standins.__main__ import build
 from workers.local.standins.signing import twilio_signature
-from workers.local.standins.twilio_api import (
+from workers.local.standins.twilio import (
     TwilioStandin,
     TwilioStandinConfig,
     create_app,

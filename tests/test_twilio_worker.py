@@ -14,7 +14,7 @@ import pytest
 import stripe
 
 from tests.system import ACCOUNT_SID, AUTH_TOKEN, System, running_system
-from workers.local.standins import twilio_api
+from workers.local.standins import twilio as twilio_standin
 from workers.local.standins.signing import twilio_signature
 from workers.service import twilio_jobs
 from workers.service.db import SyncDatabase
@@ -22,11 +22,11 @@ from workers.service.jobs import Jobs
 from workers.service.providers import make_twilio_client
 
 
-def twilio_factory() -> tuple[Any, twilio_api.TwilioStandin]:
-    standin = twilio_api.TwilioStandin(
-        twilio_api.TwilioStandinConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+def twilio_factory() -> tuple[Any, twilio_standin.TwilioStandin]:
+    standin = twilio_standin.TwilioStandin(
+        twilio_standin.TwilioStandinConfig(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
     )
-    return twilio_api.create_app(standin), standin
+    return twilio_standin.create_app(standin), standin
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def use_free_minutes(system: System, user: str) -> None:
     system.service("select billing.settle_call(%s, %s::uuid, %s)", (sid, user, 200 * 60))
 
 
-def play(system: System, user: str, seconds: int, **options: Any) -> twilio_api.PlayedCall:
-    return twilio_api.play_call(
+def play(system: System, user: str, seconds: int, **options: Any) -> twilio_standin.PlayedCall:
+    return twilio_standin.play_call(
         voice_url=system.worker_url + "/twilio/voice",
         status_url=system.worker_url + "/twilio/call-status",
         auth_token=AUTH_TOKEN,
@@ -200,7 +200,7 @@ def test_invalid_destination_holds_nothing(system: System) -> None:
 def test_inbound_calls_bill_the_numbers_owner(system: System) -> None:
     user = system.new_user("starter")
     number = give_number(system, user)
-    call = twilio_api.play_call(
+    call = twilio_standin.play_call(
         voice_url=system.worker_url + "/twilio/voice",
         auth_token=AUTH_TOKEN,
         params={"From": "+12125550199", "To": number},
@@ -512,7 +512,7 @@ def test_only_the_answered_legs_talk_time_is_billed(system: System, parent_callb
     number = give_number(system, owner)
     use_free_minutes(system, owner)
     fund(system, owner, 1000)
-    call = twilio_api.play_call(
+    call = twilio_standin.play_call(
         voice_url=system.worker_url + "/twilio/voice",
         status_url=system.worker_url + "/twilio/call-status",
         auth_token=AUTH_TOKEN,

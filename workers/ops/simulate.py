@@ -31,7 +31,7 @@ import jwt
 import psycopg
 from psycopg.rows import dict_row
 
-from workers.local.standins import twilio_api
+from workers.local.standins import twilio as twilio_standin
 from workers.local.up import read_state
 from workers.ops.users import create_user
 from workers.service.providers import make_stripe_client
@@ -123,8 +123,8 @@ class Journey:
             return conn.execute(query, params).fetchall()
 
     # -- as Twilio ------------------------------------------------------------------
-    def call(self, seconds: int, outcome: str = "completed") -> twilio_api.PlayedCall:
-        return twilio_api.play_call(
+    def call(self, seconds: int, outcome: str = "completed") -> twilio_standin.PlayedCall:
+        return twilio_standin.play_call(
             voice_url=self.state["public_url"] + "/twilio/voice",
             auth_token=self.state["twilio_auth_token"],
             account_sid=self.state["twilio_account_sid"],

@@ -1,6 +1,6 @@
 """Local stand-ins for the Stripe and Twilio HTTP APIs.
 
-Each stand-in is an ASGI app (`stripe_api.create_app`, `twilio_api.create_app`)
+Each stand-in is an ASGI app (`stripe.create_app`, `twilio.create_app`)
 keeping its state in memory. `StandinServer` serves any ASGI app on a loopback
 port from a background thread, for tests and for `python -m workers.local.standins`.
 """

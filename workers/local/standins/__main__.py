@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.local.standins import StandinServer, stripe_api, twilio_api
+from workers.local.standins import StandinServer
+from workers.local.standins import stripe as stripe_standin
+from workers.local.standins import twilio as twilio_standin
 
 
 def _split(value: str | None) -> list[str]:
@@ -56,7 +58,7 @@ def build(argv: Sequence[str] | None = None) -> StandinServer:
 
     args = parser.parse_args(argv)
     if args.which == "stripe":
-        config = stripe_api.StripeStandinConfig(
+        config = stripe_standin.StripeStandinConfig(
             webhook_urls=_split(args.webhook_url),
             webhook_secret=args.webhook_secret,
             api_key=args.api_key,
@@ -64,9 +66,9 @@ def build(argv: Sequence[str] | None = None) -> StandinServer:
             retry_delays=[float(x) for x in _split(args.retry_delays)],
             state_file=_state_file(args.state_dir, "stripe"),
         )
-        app = stripe_api.create_app(config=config)
+        app = stripe_standin.create_app(config=config)
     else:
-        twilio_config = twilio_api.TwilioStandinConfig(
+        twilio_config = twilio_standin.TwilioStandinConfig(
             account_sid=args.account_sid,
             auth_token=args.auth_token,
             api_keys=(
@@ -76,7 +78,7 @@ def build(argv: Sequence[str] | None = None) -> StandinServer:
             ),
             state_file=_state_file(args.state_dir, "twilio"),
         )
-        app = twilio_api.create_app(config=twilio_config)
+        app = twilio_standin.create_app(config=twilio_config)
     return StandinServer(app, args.host, args.port, log_level="info")
 
 
