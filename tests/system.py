@@ -22,8 +22,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from workers.local.embedded_pg import free_port
-from workers.local.standins import StandinServer
 from workers.local.standins import stripe as stripe_standin
+from workers.local.standins.serving import StandinServer
 from workers.local.standins.signing import stripe_signature, twilio_signature
 
 WEBHOOK_SECRET = "whsec_test_current"

@@ -9,8 +9,8 @@ from pathlib import Path
 from stripe.params import PaymentIntentCreateParams
 from twilio.base.exceptions import TwilioRestException
 
-from workers.local.standins import StandinServer
 from workers.local.standins.__main__ import build
+from workers.local.standins.serving import StandinServer
 from workers.service.providers import make_stripe_client, make_twilio_client
 
 ACCOUNT = "AC" + "3" * 32

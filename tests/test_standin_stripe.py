@@ -18,8 +18,8 @@ import stripe
 from fastapi import FastAPI, Request, Response
 
 from workers.local.embedded_pg import free_port
-from workers.local.standins import StandinServer
 from workers.local.standins.__main__ import build
+from workers.local.standins.serving import StandinServer
 from workers.local.standins.signing import stripe_signature
 from workers.local.standins.stripe import (
     StripeStandin,

@@ -18,8 +18,8 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from workers.local.standins import StandinServer
 from workers.local.standins.__main__ import build
+from workers.local.standins.serving import StandinServer
 from workers.local.standins.signing import twilio_signature
 from workers.local.standins.twilio import (
     TwilioStandin,

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workers.local.standins import StandinServer
 from workers.local.standins import stripe as stripe_standin
 from workers.local.standins import twilio as twilio_standin
+from workers.local.standins.serving import StandinServer
 
 
 def _split(value: str | None) -> list[str]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import html
-from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 
+from workers.local.standins.serving import request_pairs, standin_app
 from workers.local.standins.stripe.common import (
     StripeError,
     StripeStandinConfig,
@@ -70,15 +70,7 @@ def create_app(
     if standin is None:
         standin = StripeStandin(config)
     state = standin
-    app = FastAPI(title="Stripe stand-in", docs_url=None, redoc_url=None)
-    app.state.standin = state
-
-    @app.middleware("http")
-    async def keep_state(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.method != "GET":
-            state.save()
-        return response
+    app = standin_app("Stripe stand-in", state)
 
     def base_of(request: Request) -> str:
         return str(request.base_url).rstrip("/")
@@ -103,9 +95,7 @@ def create_app(
                 "An unknown error occurred (injected by the stand-in).",
             )
             return json_response(fault.status, injected.body(), headers)
-        pairs = parse_qsl(request.url.query, keep_blank_values=True)
-        if method == "POST":
-            pairs += parse_qsl((await request.body()).decode(), keep_blank_values=True)
+        pairs = await request_pairs(request)
         params = parse_form(pairs)
         status, body, headers = state.handle(
             method,

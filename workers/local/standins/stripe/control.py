@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
@@ -19,16 +18,7 @@ from workers.local.standins.stripe.standin import StripeStandin
 
 
 def add_control_routes(app: FastAPI, state: StripeStandin) -> None:
-    """The `/_control/...` endpoints listed in `create_app`."""
-
-    @app.post("/_control/reset")
-    def reset() -> Obj:
-        state.reset()
-        return {"ok": True}
-
-    @app.get("/_control/state")
-    def dump() -> Obj:
-        return state.state()
+    """The `/_control/...` endpoints listed in `create_app` that only this stand-in has."""
 
     @app.post("/_control/cards", response_model=None)
     def cards(body: Obj = Body(default={})) -> Obj | JSONResponse:  # noqa: B008
@@ -102,12 +92,6 @@ def add_control_routes(app: FastAPI, state: StripeStandin) -> None:
             state.faults.append(fault)
         return vars(fault)
 
-    @app.delete("/_control/faults")
-    def clear_faults() -> Obj:
-        with state.lock:
-            state.faults.clear()
-        return {"ok": True}
-
     @app.get("/_control/webhooks")
     def get_webhooks() -> Obj:
         return state.webhook_settings()
@@ -171,11 +155,6 @@ def add_control_routes(app: FastAPI, state: StripeStandin) -> None:
     @app.get("/_control/deliveries")
     def deliveries(event_id: str | None = None) -> list[Obj]:
         return state.dispatcher.deliveries_of(event_id)
-
-    @app.get("/_control/requests")
-    def requests() -> list[Obj]:
-        with state.lock:
-            return copy.deepcopy(state.request_log)
 
     @app.get("/_control/charges")
     def charges() -> list[Obj]:

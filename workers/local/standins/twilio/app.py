@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from workers.local.standins.serving import request_pairs, standin_app
 from workers.local.standins.twilio.common import (
     API_VERSION,
     Obj,
@@ -64,15 +64,7 @@ def create_app(
     if standin is None:
         standin = TwilioStandin(config)
     state = standin
-    app = FastAPI(title="Twilio stand-in", docs_url=None, redoc_url=None)
-    app.state.standin = state
-
-    @app.middleware("http")
-    async def keep_state(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.method != "GET":
-            state.save()
-        return response
+    app = standin_app("Twilio stand-in", state)
 
     prefix = f"/{API_VERSION}/Accounts/{{account_sid}}"
 
@@ -89,9 +81,7 @@ def create_app(
             fault = state.take_fault(kind)
             if fault is not None:
                 raise fault
-            params = dict(parse_qsl(request.url.query, keep_blank_values=True))
-            if request.method == "POST":
-                params.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            params = dict(await request_pairs(request))
             status, body = action(params)
         except TwilioError as err:
             status, body = err.status, err.body()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 from fastapi import Body, FastAPI
 from fastapi.responses import JSONResponse
 
@@ -12,16 +10,7 @@ from workers.local.standins.twilio.standin import TwilioStandin
 
 
 def add_control_routes(app: FastAPI, state: TwilioStandin) -> None:
-    """The `/_control/...` endpoints listed in `create_app`."""
-
-    @app.post("/_control/reset")
-    def reset() -> Obj:
-        state.reset()
-        return {"ok": True}
-
-    @app.get("/_control/state")
-    def dump() -> Obj:
-        return state.state()
+    """The `/_control/...` endpoints listed in `create_app` that only this stand-in has."""
 
     @app.post("/_control/faults", response_model=None)
     def add_fault(body: Obj = Body(default={})) -> Obj | JSONResponse:  # noqa: B008
@@ -34,12 +23,6 @@ def add_control_routes(app: FastAPI, state: TwilioStandin) -> None:
             )
         except ValueError as err:
             return JSONResponse({"error": str(err)}, status_code=400)
-        return {"ok": True}
-
-    @app.delete("/_control/faults")
-    def clear_faults() -> Obj:
-        with state.lock:
-            state.faults.clear()
         return {"ok": True}
 
     @app.post("/_control/calls")
@@ -55,8 +38,3 @@ def add_control_routes(app: FastAPI, state: TwilioStandin) -> None:
             parent_call_sid=body.get("parent_call_sid"),
             start_time=body.get("start_time"),
         )
-
-    @app.get("/_control/requests")
-    def requests() -> list[Obj]:
-        with state.lock:
-            return copy.deepcopy(state.request_log)
