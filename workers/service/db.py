@@ -69,6 +69,18 @@ def rpc_error(exc: psycopg.Error) -> RpcError | None:
     return RpcError(int(state[2:]), exc.diag.message_primary or str(exc), details)
 
 
+@contextmanager
+def rpc_errors() -> Iterator[None]:
+    """Raise a refusal from SQL (see `rpc_error`) as RpcError; anything else unchanged."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        mapped = rpc_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
 # Prepended to a one-statement RPC: the role lasts until the implicit transaction ends.
 ROLE_PREFIX = "set local role service_role; "
 
@@ -99,15 +111,10 @@ class Database:
     async def service(self) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
         """A transaction acting as service_role; commits on success."""
         async with self.pool.connection() as conn:
-            try:
+            with rpc_errors():
                 async with conn.transaction():
                     await conn.execute("set local role service_role")
                     yield cast(AsyncConnection[dict[str, Any]], conn)
-            except psycopg.Error as exc:
-                mapped = rpc_error(exc)
-                if mapped is not None:
-                    raise mapped from exc
-                raise
 
     async def call(self, sql: str, params: Params = None) -> Any:
         """One RPC in its own transaction; returns the first column of the first row.
@@ -120,13 +127,8 @@ class Database:
         """
         async with self.pool.connection() as conn:
             cur = AsyncClientCursor(conn, row_factory=dict_row)
-            try:
+            with rpc_errors():
                 await cur.execute(ROLE_PREFIX + sql, params)
-            except psycopg.Error as exc:
-                mapped = rpc_error(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
             cur.nextset()
             row = await cur.fetchone()
         return None if row is None else next(iter(row.values()))
@@ -158,28 +160,16 @@ class SyncDatabase:
 
     @contextmanager
     def service(self) -> Iterator[Connection[dict[str, Any]]]:
-        with self.pool.connection() as conn:
-            try:
-                with conn.transaction():
-                    conn.execute("set local role service_role")
-                    yield cast(Connection[dict[str, Any]], conn)
-            except psycopg.Error as exc:
-                mapped = rpc_error(exc)
-                if mapped is not None:
-                    raise mapped from exc
-                raise
+        with self.pool.connection() as conn, rpc_errors(), conn.transaction():
+            conn.execute("set local role service_role")
+            yield cast(Connection[dict[str, Any]], conn)
 
     def call(self, sql: str, params: Params = None) -> Any:
         """One RPC in one round trip, as `Database.call`."""
         with self.pool.connection() as conn:
             cur = ClientCursor(conn, row_factory=dict_row)
-            try:
+            with rpc_errors():
                 cur.execute(ROLE_PREFIX + sql, params)
-            except psycopg.Error as exc:
-                mapped = rpc_error(exc)
-                if mapped is None:
-                    raise
-                raise mapped from exc
             cur.nextset()
             row = cur.fetchone()
         return None if row is None else next(iter(row.values()))
