@@ -79,6 +79,8 @@ SERVICE_RPCS = {
     "unknown_number_sids(text[])",
     "numbers_not_held(text[])",
     "check_number_purchase(uuid)",
+    "check_number_purchase(uuid,text,text)",
+    "claim_holds_to_check(timestamp with time zone,integer)",
 }
 
 
