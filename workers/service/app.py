@@ -49,7 +49,11 @@ STRIPE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 TWILIO_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "Missing or invalid X-Twilio-Signature"},
-    503: {"model": ErrorBody, "description": "Database unavailable; Twilio retries"},
+    503: {
+        "model": ErrorBody,
+        "description": "Database unavailable. Twilio does not redeliver it (it retries only a "
+        "failed connection, once, within 15 s); reconciliation settles the call within minutes",
+    },
 }
 
 
@@ -270,8 +274,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 default_caller_id=settings.twilio_caller_id,
             )
         except (psycopg.Error, OSError) as exc:
+            # Twilio does not ask again: it plays its error message (or the fallback URL).
             request.state.log.update(outcome="error", reason=type(exc).__name__)
-            return _error(503, "database unavailable", "retry later")
+            return _error(503, "database unavailable", "the call cannot be placed now")
         request.state.log.update(call_sid=params.get("CallSid"), outcome=answer.outcome)
         return Response(answer.twiml, media_type=TWIML)
 
@@ -294,8 +299,10 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
                 return _error(400, "invalid callback", exc.message)
             return _ack(f"refused: {exc.message}")
         except (psycopg.Error, OSError) as exc:
+            # Twilio logs this answer and never sends the callback again: the
+            # reconciliation job settles the call from the Calls API.
             request.state.log.update(outcome="error", reason=type(exc).__name__)
-            return _error(503, "database unavailable", "retry later")
+            return _error(503, "database unavailable", "settled later by reconciliation")
         request.state.log.update(call_sid=params.get("CallSid"), outcome=outcome)
         return _ack(outcome)
 

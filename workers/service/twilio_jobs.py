@@ -2,6 +2,13 @@
 
 The rules (what is stale, what is due, what a renewal costs, when a past-due
 number goes) are SQL's; this module asks Twilio what happened and reports it.
+
+Twilio does not redeliver a status callback the worker failed to take: it
+retries once, only when the connection failed, all within 15 seconds
+(https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides), and
+a 5xx answer is only logged at Twilio. So reconciliation looks every open hold
+older than two minutes up in the Calls API (`billing.claim_holds_to_check`),
+and a call whose settlement was lost is settled within minutes.
 """
 
 from __future__ import annotations
@@ -50,12 +57,16 @@ def _call_status(twilio: TwilioClient, call_sid: str) -> dict[str, str] | None:
 def reconcile_holds(
     db: SyncDatabase, twilio: TwilioClient, limit: int = 100, at: datetime | None = None
 ) -> dict[str, int]:
-    """Settle overdue holds from Twilio's Calls API, through the callback's SQL function.
+    """Settle open holds from Twilio's Calls API, through the callback's SQL function.
 
-    `at` overrides the clock (tests).
+    SQL hands out the holds to look up (every open hold older than two minutes,
+    at most every two minutes, claimed so that several job processes share them).
+    A call that ended with no answered child leg (a `<Dial>` that failed before
+    creating one) is reported as such and billed nothing. `at` overrides the
+    clock (tests).
     """
     counts = {"settled": 0, "unknown": 0, "running": 0, "released": 0, "errors": 0}
-    for hold in db.rows("select * from billing.stale_holds(%s, %s)", (at, limit)):
+    for hold in db.rows("select * from billing.claim_holds_to_check(%s, %s)", (at, limit)):
         sid = hold["call_sid"]
         try:
             fields = _call_status(twilio, sid)
