@@ -18,6 +18,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from workers.local.embedded_pg import free_port
 from workers.local.standins.__main__ import build
 from workers.local.standins.serving import StandinServer
 from workers.local.standins.signing import twilio_signature
@@ -28,6 +29,7 @@ from workers.local.standins.twilio import (
     parse_dial,
     play_call,
 )
+from workers.local.standins.twilio.player import deliver
 from workers.service.providers import RedirectingTwilioHttpClient, make_twilio_client
 
 ACCOUNT = "AC" + "1" * 32
@@ -42,6 +44,7 @@ class VoiceApp:
     base_url: str = ""
     answer: str = "number"  # number | client | sip | refuse | no_callback
     time_limit: int | None = 120
+    status_answer: int = 204  # what /twilio/call-status answers a valid callback
     hits: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     forged: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,7 +97,7 @@ class VoiceApp:
         @app.post("/twilio/call-status")
         async def status(request: Request) -> Response:
             form = await verified(request, "/twilio/call-status")
-            return Response(status_code=204 if form is not None else 403)
+            return Response(status_code=self.status_answer if form is not None else 403)
 
         return app
 
@@ -147,7 +150,7 @@ def env(servers: tuple[TwilioStandin, str, VoiceApp]) -> Env:
     standin.reset()
     voice.hits.clear()
     voice.forged = 0
-    voice.answer, voice.time_limit = "number", 120
+    voice.answer, voice.time_limit, voice.status_answer = "number", 120, 204
     return Env(standin, base_url, make_twilio_client(ACCOUNT, TOKEN, base_url), voice)
 
 
@@ -432,3 +435,55 @@ def test_command_line_builds_the_stand_in() -> None:
     with server:
         client = make_twilio_client(ACCOUNT, TOKEN, server.base_url)
         assert client.available_phone_numbers("US").local.list(area_code="305", limit=1)
+
+
+# -- what Twilio does not do: redeliver, dial without a child, sell abroad freely ----------
+
+
+def test_a_callback_answered_503_is_not_sent_again(env: Env) -> None:
+    env.voice.status_answer = 503
+    status_url = env.voice.base_url + "/twilio/call-status"
+    played = env.play(answered_seconds=61, ring_seconds=9, status_url=status_url)
+    assert played.callback_statuses == [503] and played.parent_callback_status == 503
+    sids = [cb["CallSid"] for cb in env.voice.callbacks()]
+    assert sorted(sids) == sorted([played.child_sid, played.call_sid])  # each sent once
+
+
+def test_a_connection_failure_is_retried_once_within_15_seconds() -> None:
+    url = f"http://127.0.0.1:{free_port()}/twilio/call-status"  # nothing listens there
+    with httpx.Client() as client:
+        delivery = deliver(client, url, {"CallSid": "CA" + "3" * 32}, TOKEN)
+    assert (delivery.status, delivery.attempts) == (None, 2)
+
+
+def test_a_dial_that_fails_creates_no_child_leg(env: Env) -> None:
+    status_url = env.voice.base_url + "/twilio/call-status"
+    played = env.play(
+        answered_seconds=120,
+        ring_seconds=10,
+        pre_dial_seconds=5,
+        dial_error=13214,
+        status_url=status_url,
+    )
+    assert not played.refused and played.child_sid is None
+    assert (played.dial_outcome, played.duration, played.parent_duration) == ("failed", 0, 15)
+    assert played.callback_statuses == [] and played.parent_callback_status == 204
+    [parent_callback] = env.voice.callbacks()
+    assert "ParentCallSid" not in parent_callback
+    assert (parent_callback["CallSid"], parent_callback["CallDuration"]) == (played.call_sid, "15")
+    assert env.client.calls.list(parent_call_sid=played.call_sid) == []
+    parent = env.client.calls(played.call_sid).fetch()
+    assert (parent.status, parent.duration) == ("completed", "15")
+
+
+def test_numbers_abroad_need_an_address(env: Env) -> None:
+    [found] = env.client.available_phone_numbers("GB").local.list(limit=1)
+    assert (found.iso_country, found.address_requirements) == ("GB", "any")
+    with pytest.raises(TwilioRestException) as err:
+        env.client.incoming_phone_numbers.create(phone_number=found.phone_number)
+    assert (err.value.status, err.value.code) == (400, 21631)
+    assert env.client.incoming_phone_numbers.list() == []
+    bought = env.client.incoming_phone_numbers.create(
+        phone_number=found.phone_number, address_sid="AD" + "4" * 32
+    )
+    assert (bought.address_requirements, bought.address_sid) == ("any", "AD" + "4" * 32)

@@ -670,3 +670,83 @@ def test_an_unknown_client_identity_holds_nothing(system: System) -> None:
     response = system.post_twilio("/twilio/voice", voice_params(stranger))
     assert "<Dial" not in response.text and "not known" in response.text
     assert system.rows("select * from public.call_holds where user_id = %s", (stranger,)) == []
+
+
+# -- what Twilio never sends: a child for a failed dial, a second try after a 503 ------------
+
+
+def callback_answers(system: System, status: int) -> int:
+    return sum(
+        1
+        for line in system.log_lines()
+        if line.get("path") == "/twilio/call-status" and line.get("status") == status
+    )
+
+
+@pytest.mark.parametrize("parent_callback", ["after", "none"])
+def test_a_dial_that_fails_before_a_child_leg_bills_nothing(
+    system: System, jobs_db: SyncDatabase, parent_callback: str
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    # An invalid caller id: <Dial> creates no child; the parent rings 20 s, hears 25 s of TwiML.
+    call = play(
+        system,
+        user,
+        120,
+        ring_seconds=20,
+        pre_dial_seconds=25,
+        dial_error=13214,
+        parent_callback=parent_callback,
+    )
+    assert call.child_sid is None and call.callback_statuses == []
+    client = twilio_client(system)
+    assert client.calls.list(parent_call_sid=call.call_sid) == []
+    assert client.calls(call.call_sid).fetch().duration == "45"
+    if parent_callback == "after":
+        assert call.parent_callback_status == 200
+    assert system.balance(user) == Decimal("10.00")
+    counts = twilio_jobs.reconcile_holds(
+        jobs_db, client, at=datetime.now(UTC) + timedelta(minutes=3)
+    )
+    assert counts["settled"] >= 1
+    assert system.balance(user) == Decimal("10.00")  # not a minute of the parent's 45 s
+    log = log_of(system, call.call_sid)
+    assert (log["billed_minutes"], log["duration"], log["billed_amount"]) == (0, 0, 0)
+    assert all(h["released_at"] is not None for h in holds(system, user))
+
+
+def test_a_settlement_lost_to_a_503_is_settled_by_reconciliation_within_minutes(
+    system: System, jobs_db: SyncDatabase
+) -> None:
+    user = system.new_user("classic")
+    fund(system, user, 1000)
+    answered_503 = callback_answers(system, 503)
+    # The database refuses the worker's settlement for this call: both callbacks answer 503.
+    grant = "execute on function billing.apply_call_status(jsonb)"
+    with psycopg.connect(system.db_url, autocommit=True) as conn:
+        conn.execute(f"revoke {grant} from service_role")
+        try:
+            call = play(system, user, 61, ring_seconds=15)
+        finally:
+            conn.execute(f"grant {grant} to service_role")
+    assert call.callback_statuses == [503] and call.parent_callback_status == 503
+    # Twilio sends each callback once: nothing arrives again.
+    assert system.wait_for(lambda: callback_answers(system, 503) >= answered_503 + 2)
+    assert callback_answers(system, 503) == answered_503 + 2
+    assert system.balance(user) == Decimal("10.00")
+    [hold] = holds(system, user)
+    assert hold["released_at"] is None and hold["max_seconds"] == 6000
+
+    # Three minutes on, not when the 100-minute limit runs out: the Calls API settles it.
+    counts = twilio_jobs.reconcile_holds(
+        jobs_db, twilio_client(system), at=datetime.now(UTC) + timedelta(minutes=3)
+    )
+    assert counts["settled"] >= 1
+    assert system.balance(user) == Decimal("9.80")  # the child's 61 s → 2 min, as the callback
+    log = log_of(system, call.call_sid)
+    assert (log["duration"], log["billed_minutes"]) == (61, 2)
+    # The callback, had it been taken, would have billed the same: a replay is a duplicate.
+    replay = system.post_twilio("/twilio/call-status", call.callback_params)
+    assert replay.status_code == 200 and replay.json()["outcome"] == "duplicate"
+    assert system.balance(user) == Decimal("9.80")

@@ -17,6 +17,15 @@ from workers.local.standins.twilio.common import (
 )
 from workers.local.standins.twilio.store import TwilioStore
 
+# Countries outside the US and Canada the stand-in sells numbers in: the E.164
+# prefix of its numbers, their address requirement, their locality. As at Twilio,
+# such a number costs more than a US one and often needs an Address (or a
+# regulatory Bundle) to be bought: without `AddressSid` the purchase answers 21631
+# (https://www.twilio.com/docs/api/errors/21631; `address_requirements` is
+# `none`, `any`, `local` or `foreign`,
+# https://www.twilio.com/docs/phone-numbers/api/incomingphonenumber-resource).
+FOREIGN: dict[str, tuple[str, str, str]] = {"GB": ("+44207946", "any", "London")}
+
 
 class Numbers(TwilioStore):
     """Available and incoming phone numbers: searched, bought, updated, released."""
@@ -29,7 +38,10 @@ class Numbers(TwilioStore):
     def available_numbers(
         self, country: str, area_code: str | None, contains: str | None, page_size: int
     ) -> list[Obj]:
-        """Deterministic +1 numbers `+1{area}555{0100..9999}` not already owned."""
+        """Deterministic +1 numbers `+1{area}555{0100..9999}` not already owned; in GB,
+        London numbers `+44207946{0000..0999}` that need an address (`FOREIGN`)."""
+        if country.upper() in FOREIGN:
+            return self._foreign_numbers(country.upper(), page_size)
         if country.upper() not in ("US", "CA"):
             return []
         area = area_code or self.config.default_area_code
@@ -67,6 +79,42 @@ class Numbers(TwilioStore):
                 break
         return found
 
+    def _foreign_numbers(self, country: str, page_size: int) -> list[Obj]:
+        prefix, requirement, locality = FOREIGN[country]
+        owned = self._owned()
+        found: list[Obj] = []
+        for n in range(1000):
+            number = f"{prefix}{n:04d}"
+            if number in owned:
+                continue
+            found.append(
+                {
+                    "address_requirements": requirement,
+                    "beta": False,
+                    "capabilities": {"MMS": False, "SMS": False, "voice": True, "fax": False},
+                    "friendly_name": number,
+                    "iso_country": country,
+                    "lata": None,
+                    "latitude": None,
+                    "locality": locality,
+                    "longitude": None,
+                    "phone_number": number,
+                    "postal_code": None,
+                    "rate_center": None,
+                    "region": None,
+                }
+            )
+            if len(found) >= page_size:
+                break
+        return found
+
+    @staticmethod
+    def _address_requirement(number: str) -> str:
+        for prefix, requirement, _locality in FOREIGN.values():
+            if number.startswith(prefix):
+                return requirement
+        return "none"
+
     def buy_number(self, params: Mapping[str, str]) -> Obj:
         with self.lock:
             number = params.get("PhoneNumber")
@@ -83,16 +131,19 @@ class Numbers(TwilioStore):
                 raise TwilioError(400, 21421, f"PhoneNumber {number} is invalid")
             if number in self._owned():
                 raise TwilioError(400, 21422, f"PhoneNumber {number} requested is not available")
+            requirement = self._address_requirement(number)
+            if requirement != "none" and not (params.get("AddressSid") or params.get("BundleSid")):
+                raise TwilioError(400, 21631, "Phone Number Requires an Address")
             sid = new_sid("PN")
             now = rfc2822()
             uri = f"{self._base()}/IncomingPhoneNumbers/{sid}.json"
             record: Obj = {
                 "account_sid": self.account_sid,
-                "address_requirements": "none",
-                "address_sid": None,
+                "address_requirements": requirement,
+                "address_sid": params.get("AddressSid"),
                 "api_version": API_VERSION,
                 "beta": False,
-                "bundle_sid": None,
+                "bundle_sid": params.get("BundleSid"),
                 "capabilities": {"fax": False, "mms": True, "sms": True, "voice": True},
                 "date_created": now,
                 "date_updated": now,

@@ -94,18 +94,62 @@ def parse_dial(twiml: str) -> DialInstruction | None:
     )
 
 
-def _signed_post(
+# Twilio's default webhook connection settings (connection overrides `ct`, `rt`,
+# `tt`, `rc`): https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 15.0
+TOTAL_TIME = 15.0
+RETRY_COUNT = 1
+
+
+@dataclass
+class Delivery:
+    """One webhook request as Twilio makes it: the answer's status (None: no answer)."""
+
+    status: int | None
+    attempts: int
+
+
+def deliver(
     client: httpx.Client, url: str, params: Mapping[str, str], auth_token: str
-) -> int | None:
+) -> Delivery:
+    """POST a signed webhook with Twilio's default retry policy.
+
+    Twilio retries a webhook once (`rc=1`) when the connection to the server
+    could not be made, and all attempts share a total of 15 s (`tt=15000`);
+    an answer of any status, a 5xx included, is final: Twilio logs it (error
+    11200) and does not send the request again
+    (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides).
+    """
     headers = {
         "X-Twilio-Signature": twilio_signature(url, params, auth_token),
         "User-Agent": "TwilioProxy/1.1",
         "Content-Type": "application/x-www-form-urlencoded",
     }
-    try:
-        return client.post(url, data=dict(params), headers=headers).status_code
-    except httpx.HTTPError:
-        return None
+    deadline = time.monotonic() + TOTAL_TIME
+    attempts = 0
+    while attempts <= RETRY_COUNT:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        attempts += 1
+        timeout = httpx.Timeout(
+            min(READ_TIMEOUT, left), connect=min(CONNECT_TIMEOUT, left)
+        )
+        try:
+            response = client.post(url, data=dict(params), headers=headers, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            continue  # the connection failed: the one retry Twilio makes
+        except httpx.HTTPError:
+            return Delivery(None, attempts)  # connected, then no answer: not retried
+        return Delivery(response.status_code, attempts)
+    return Delivery(None, attempts)
+
+
+def _signed_post(
+    client: httpx.Client, url: str, params: Mapping[str, str], auth_token: str
+) -> int | None:
+    return deliver(client, url, params, auth_token).status
 
 
 def play_call(
@@ -123,6 +167,7 @@ def play_call(
     ring_seconds: int = 0,
     pre_dial_seconds: int = 0,
     parent_callback: str = "after",
+    dial_error: int | None = None,
     account_sid: str | None = None,
     timeout: float = 10.0,
 ) -> PlayedCall:
@@ -162,6 +207,16 @@ def play_call(
        after the dialed leg's (`parent_callback="after"`, Twilio's usual
        order), before it (`"before"`), or not at all (`"none"`, or
        `drop_callbacks`). A refused call's parent reports too.
+
+    With `dial_error` (a Twilio error code), `<Dial>` fails before it creates
+    a child, as it does for an invalid caller id (13214,
+    https://www.twilio.com/docs/api/errors/13214) or a destination the
+    account's geographic permissions block
+    (https://www.twilio.com/docs/voice/api/dialing-permissions-resources):
+    no child call exists (`Calls?ParentCallSid=` lists none), no dialed-leg
+    callback is sent, a `<Dial action>` gets `DialCallStatus=failed` without
+    a `DialCallSid`, and the parent goes on to `<Hangup/>` and completes with
+    its own duration (`ring_seconds` + `pre_dial_seconds`).
     """
     if parent_callback not in ("after", "before", "none"):
         raise ValueError("parent_callback must be after, before or none")
@@ -284,6 +339,47 @@ def play_call(
                 voice_params=voice_params,
                 parent_callback_params=refused_fields,
                 parent_callback_status=refused_status,
+            )
+
+        if dial_error is not None:
+            failed_duration = ring_seconds + pre_dial_seconds
+            _record(
+                standin,
+                sid=parent_sid,
+                params=voice_params,
+                status="completed",
+                duration=failed_duration,
+                start_time=started,
+            )
+            failed_fields, failed_status = send_parent(failed_duration)
+            action_status = None
+            if dial.action:
+                action_status = _signed_post(
+                    client,
+                    urljoin(voice_url, dial.action),
+                    {**voice_params, "CallStatus": "in-progress", "DialCallStatus": "failed"},
+                    auth_token,
+                )
+            return PlayedCall(
+                call_sid=parent_sid,
+                child_sid=None,
+                voice_status=response.status_code,
+                twiml=twiml,
+                refused=False,
+                dial=dial,
+                time_limit=dial.time_limit,
+                caller_id=dial.caller_id,
+                dial_target=dial.target,
+                dial_outcome="failed",
+                duration=0,
+                parent_duration=failed_duration,
+                callback_url=None,
+                callback_params={},
+                callback_statuses=[],
+                action_status=action_status,
+                voice_params=voice_params,
+                parent_callback_params=failed_fields,
+                parent_callback_status=failed_status,
             )
 
         duration = min(answered_seconds, dial.time_limit) if dial_outcome == "completed" else 0
