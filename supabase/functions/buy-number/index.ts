@@ -1,9 +1,11 @@
 /**
  * POST /functions/v1/buy-number — buy a Twilio number for the signed-in user.
  *
- * Body `{phoneNumber?, areaCode?, country?}`. `billing.check_number_purchase`
- * refuses a plan without numbers (403) or a short balance (402) before Twilio
- * is asked anything. Without a named number, Twilio is
+ * Body `{phoneNumber?, areaCode?, country?}` (country: ISO code, US by
+ * default). `billing.check_number_purchase` refuses a country the plan sells
+ * no numbers in (403), a named number outside that country (400), a plan
+ * without numbers (403) or a short balance (402) before Twilio is asked
+ * anything. Without a named number, Twilio is
  * searched and `billing.numbers_not_held` drops the candidates an account
  * already holds. Each candidate in turn, two-phase: `billing.reserve_number`
  * decides whether that number is free or charged (or answers 402), then
@@ -230,9 +232,11 @@ export const handler = endpoint(["POST"], async (req) => {
   const request = parseRequest(await readJsonObject(req));
   callbackUrls(); // refuse before charging when the callbacks are not configured
 
-  // Refused (403, 402) before Twilio is asked anything.
+  // Refused (400, 403, 402) before Twilio is asked anything.
   await asService(async (tx) => {
-    await tx`select billing.check_number_purchase(${claims.sub}::uuid)`;
+    await tx`select billing.check_number_purchase(${claims.sub}::uuid, ${request.country}, ${
+      request.phoneNumber ?? null
+    })`;
   });
   // A named number goes to reserve_number as it is (it answers 409 when held);
   // searched ones are first filtered, so a held number is never bought at Twilio.

@@ -216,9 +216,27 @@ test("a Twilio failure on the free number gives the free claim back", async () =
   ]);
 });
 
+/** A plan like starter that also sells numbers in `countries` (a data change, as an operator's). */
+async function planSelling(id: string, countries: string[]): Promise<string> {
+  await db()`
+    insert into public.billing_plans
+    select (jsonb_populate_record(null::public.billing_plans, to_jsonb(p) || ${
+    db().json({ id, is_default: false, number_countries: countries })
+  })).*
+    from public.billing_plans as p where p.id = 'starter'
+    on conflict (id) do nothing`;
+  return id;
+}
+
+async function twilioRequests(): Promise<{ path: string }[]> {
+  return await (await fetch(`${TWILIO}/_control/requests`)).json();
+}
+
 test("no number available → 404, and nothing is kept", async () => {
-  const user = await createUser();
-  const { status, body } = await buy(user, { country: "GB" });
+  const user = await createUser(
+    await planSelling("edge_fr", ["US", "CA", "FR"]),
+  );
+  const { status, body } = await buy(user, { country: "FR" });
   assertEquals(status, 404, JSON.stringify(body));
   assertEquals(body.details, { field: "country" });
   assertEquals(await claimedFree(user.id), false);
@@ -393,4 +411,52 @@ test("a number bought by area code is named in its ledger row", async () => {
     `Phone number ${body.phoneNumber}, first month`,
   );
   assertEquals(row.metadata.phone_number, body.phoneNumber);
+});
+
+test("a country the plan sells no numbers in → 403 before Twilio is asked, nothing kept", async () => {
+  const user = await createUser();
+  await credit(user.id, 5000);
+  const asked = (await twilioRequests()).length;
+  const { status, body } = await buy(user, { country: "GB" });
+  assertEquals(status, 403, JSON.stringify(body));
+  assertEquals(
+    body.error,
+    "Phone numbers in GB are not sold on your plan; it sells numbers in US, CA.",
+  );
+  assertEquals(body.details, { country: "GB", countries: ["US", "CA"] });
+  // A named foreign number, the country left to its US default, is no way around it.
+  const named = await buy(user, { phoneNumber: "+442079460123" });
+  assertEquals(named.status, 400, JSON.stringify(named.body));
+  assertEquals(
+    named.body.error,
+    "The phone number +442079460123 is not a number in US.",
+  );
+  const namedGb = await buy(user, {
+    phoneNumber: "+442079460123",
+    country: "gb",
+  });
+  assertEquals(namedGb.status, 403, JSON.stringify(namedGb.body));
+  assertEquals((await twilioRequests()).length, asked, "Twilio was not asked");
+  assertEquals(await numbersOf(user.id), []);
+  assertEquals(await claimedFree(user.id), false);
+  assertEquals(await balanceOf(user.id), "50.00");
+});
+
+test("Canada is sold by default; a plan that sells GB reaches Twilio, which wants an address", async () => {
+  const canadian = await createUser();
+  const ca = await buy(canadian, { country: "CA", areaCode: "604" });
+  assertEquals(ca.status, 200, JSON.stringify(ca.body));
+  assertMatch(String(ca.body.phoneNumber), /^\+1604555\d{4}$/);
+
+  const user = await createUser(
+    await planSelling("edge_gb", ["US", "CA", "GB"]),
+  );
+  const { status, body } = await buy(user, { country: "GB" });
+  assertEquals(status, 502, JSON.stringify(body));
+  assertEquals(
+    await claimedFree(user.id),
+    false,
+    "the free number is given back",
+  );
+  assertEquals((await numbersOf(user.id)).map((n) => n.status), ["cancelled"]);
 });
