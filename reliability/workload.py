@@ -6,9 +6,10 @@
 - Stripe's hosted checkout: the session's pay URL at the Stripe stand-in, which
   then sends the signed webhooks; refunds through Stripe's API.
 - Twilio: `play_call` sends the signed voice request, obeys `<Dial timeLimit>`
-  and sends the status callback. Like Twilio, a failed callback is retried
-  once; the harness can also duplicate callbacks or lose them (reconciliation
-  against the Calls API then settles the call).
+  and sends the status callback. Like Twilio, a callback whose connection
+  failed is retried once (never one that was answered, a 5xx included); the
+  harness can also duplicate callbacks or lose them (reconciliation against
+  the Calls API then settles the call).
 
 Everything the outside world did is kept in `Record`, the model the checks
 compare the database against. Outcomes: `ok`, `refused` (a clear 4xx, or a call
@@ -286,7 +287,7 @@ class World:
             self.record.twilio_faults["status callback duplicated"] += 1
         elif fault < 0.18:
             drop = True
-            self.record.twilio_faults["status callback lost, Twilio retries"] += 1
+            self.record.twilio_faults["status callback connection lost, Twilio retries"] += 1
         elif fault < 0.21:
             drop, lose = True, True
             self.record.twilio_faults["status callback lost twice (reconciliation)"] += 1
@@ -318,8 +319,8 @@ class World:
                 )
             return outcome
         delivered = any(s is not None and 200 <= s < 300 for s in played.callback_statuses)
-        if not delivered and not lose and played.callback_url:
-            # Twilio retries a failed status callback once.
+        if drop and not lose and played.callback_url:
+            # The first connection failed: Twilio's one retry (an answer is never retried).
             time.sleep(rng.uniform(0.2, 1.0))
             retry = _signed_post(
                 http, played.callback_url, played.callback_params, self.state["twilio_auth_token"]

@@ -110,9 +110,7 @@ class Delivery:
     attempts: int
 
 
-def deliver(
-    client: httpx.Client, url: str, params: Mapping[str, str], auth_token: str
-) -> Delivery:
+def deliver(client: httpx.Client, url: str, params: Mapping[str, str], auth_token: str) -> Delivery:
     """POST a signed webhook with Twilio's default retry policy.
 
     Twilio retries a webhook once (`rc=1`) when the connection to the server
@@ -133,9 +131,7 @@ def deliver(
         if left <= 0:
             break
         attempts += 1
-        timeout = httpx.Timeout(
-            min(READ_TIMEOUT, left), connect=min(CONNECT_TIMEOUT, left)
-        )
+        timeout = httpx.Timeout(min(READ_TIMEOUT, left), connect=min(CONNECT_TIMEOUT, left))
         try:
             response = client.post(url, data=dict(params), headers=headers, timeout=timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout):
