@@ -157,7 +157,7 @@ class Load:
             event = {
                 "id": "evt_load" + uuid.uuid4().hex[:20],
                 "object": "event",
-                "api_version": "2025-09-30.clover",
+                "api_version": "2026-10-28.endive",
                 "created": int(time.time()),
                 "type": "checkout.session.completed",
                 "livemode": False,

@@ -88,7 +88,7 @@ def checkout_event(user_id: str, n: int) -> bytes:
     event = {
         "id": f"evt_bench{n:012d}{uuid.uuid4().hex[:12]}",
         "object": "event",
-        "api_version": "2025-09-30.clover",
+        "api_version": "2026-10-28.endive",
         "created": int(time.time()),
         "livemode": False,
         "pending_webhooks": 1,
@@ -371,7 +371,8 @@ PGBENCH_SCRIPT = """\\set n random(1, {users})
 set local role service_role \\;
 select billing.apply_stripe_event(
     replace(replace(replace(t.body, 'USER_ID', u.id::text), 'EVENT_ID', md5(random()::text)),
-        'INTENT_ID', md5(random()::text))::jsonb
+        'INTENT_ID', md5(random()::text))::jsonb,
+    false
 )
 from public.bench_template as t, public.bench_users as u
 where u.n = :n;

@@ -56,7 +56,7 @@ select tests.assert_eq(
 select tests.assert_eq(
     (select to_jsonb(r) - 'id' - 'user_id' - 'created_at' - 'updated_at' - 'claimed_at'
         - 'next_attempt_at' - 'idempotency_key' - 'completed_at' - 'last_error'
-        - 'stripe_payment_intent_id'
+        - 'stripe_payment_intent_id' - 'attempt_started_at' - 'awaiting_settlement_since'
         from billing.claim_refills(10) as r),
     '{"amount": 50.00, "amount_cents": 5000, "currency": "usd", "status": "processing",
       "attempts": 1, "stripe_customer_id": "cus_r", "stripe_payment_method_id": "pm_r"}'::jsonb,

@@ -11,6 +11,7 @@ select
     e.event_name,
     jsonb_build_object(
         'id', 'evt_' || e.event_name, 'object', 'event', 'type', e.event_type,
+        'livemode', false, 'api_version', '2026-10-28.endive',
         'data', jsonb_build_object('object', e.obj)
     ) as payload
 from (values
@@ -72,7 +73,7 @@ from (values
 
 create function pg_temp.apply(p_name text) returns jsonb
 language sql as $$
-    select billing.apply_stripe_event(e.payload) from t_events as e where e.event_name = p_name
+    select billing.apply_stripe_event(e.payload, false) from t_events as e where e.event_name = p_name
 $$;
 
 create function pg_temp.balance() returns numeric
@@ -89,10 +90,13 @@ select tests.assert_eq(pg_temp.apply('same_payment') -> 'effect' ->> 'duplicate'
 select tests.assert_eq(pg_temp.balance(), 50.00, '$50 credited once');
 select tests.assert_eq(pg_temp.apply('unpaid') ->> 'outcome', 'skipped', 'an unpaid session waits');
 select tests.assert_eq(
-    billing.apply_stripe_event('{"id": "evt_x", "type": "customer.created", "data": {"object": {}}}')
+    billing.apply_stripe_event(
+        '{"id": "evt_x", "type": "customer.created", "livemode": false,
+          "api_version": "2026-10-28.endive", "data": {"object": {}}}', false
+    )
     ->> 'reason', 'event type not handled', 'other event types are acknowledged'
 );
-select tests.assert_eq(billing.apply_stripe_event('[1, 2]') ->> 'reason', 'not a Stripe event',
+select tests.assert_eq(billing.apply_stripe_event('[1, 2]', false) ->> 'reason', 'not a Stripe event',
     'a JSON array is no event');
 select tests.assert_raises('select pg_temp.apply(''foreign_user'')', 'PT400',
     'a malformed user id in the metadata is refused');
@@ -145,5 +149,5 @@ select tests.authenticate_as(current_setting('t.user')::uuid);
 select tests.assert_raises('select pg_temp.apply(''paid'')', '42501',
     'a user cannot apply a Stripe event');
 select tests.clear_authentication();
-select tests.assert_raises('select billing.apply_stripe_event(''{}'')', '42501',
+select tests.assert_raises('select billing.apply_stripe_event(''{}'', false)', '42501',
     'anon cannot apply a Stripe event');

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import stripe
 import psycopg
 from psycopg.rows import dict_row
 
@@ -168,7 +169,7 @@ def stripe_event(
     return {
         "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
         "object": "event",
-        "api_version": "2025-09-30.clover",
+        "api_version": stripe.api_version,
         "created": int(time.time()),
         "type": event_type,
         "livemode": False,

@@ -52,7 +52,11 @@ PUBLIC_RPCS = {
 }
 SERVICE_RPCS = {
     "record_stripe_event(text,text,text)",
-    "apply_stripe_event(jsonb)",
+    "apply_stripe_event(jsonb,boolean)",
+    "apply_refund(text,text,bigint,text)",
+    "record_refill_attempt(uuid,text,jsonb)",
+    "claim_refill_lookups(integer)",
+    "stripe_api_version()",
     "credit_topup(uuid,bigint,text,text,jsonb)",
     "save_payment_method(uuid,text,text)",
     "set_stripe_customer(uuid,text)",

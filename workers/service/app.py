@@ -7,6 +7,7 @@ calls one SQL function as service_role, and answers only after the commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 import time
 from collections.abc import AsyncIterator
@@ -216,7 +217,7 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             else {}
         )
         try:
-            result = await stripe_events.apply_event(database, text)
+            result = await stripe_events.apply_event(database, text, settings.stripe_is_live)
         except RpcError as exc:
             # A permanent refusal (bad amount, unknown user): retrying cannot help.
             request.state.log.update(fields, outcome="refused", reason=exc.message)
@@ -226,6 +227,9 @@ def create_app(settings: Settings, db: Database | None = None) -> FastAPI:
             return _error(503, "database unavailable", "retry later")
         outcome = stripe_events.describe(result)
         request.state.log.update(fields, outcome=outcome)
+        if result.get("outcome") == "refused":
+            # Another mode or API version: never credited, and the operator is alerted.
+            log("stripe event refused", logging.WARNING, **fields, reason=result.get("reason"))
         return _ack(outcome)
 
     for path in ("/stripe/webhook", "/api/stripe/webhook"):

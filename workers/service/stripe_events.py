@@ -45,7 +45,11 @@ def describe(result: Json) -> str:
     return f"{outcome}: {reason}" if reason else outcome
 
 
-async def apply_event(db: Database, payload: str) -> Json:
-    """Hand the verified event to SQL; returns its decision (`outcome`, `reason`, `effect`)."""
-    result: Json = await db.call("select billing.apply_stripe_event(%s::jsonb)", (payload,))
+async def apply_event(db: Database, payload: str, livemode: bool) -> Json:
+    """Hand the verified event to SQL with the key's mode (`sk_live_`: True); returns its
+    decision (`outcome`, `reason`, `effect`). SQL refuses an event of the other mode or
+    rendered in another API version than `billing.stripe_api_version()`."""
+    result: Json = await db.call(
+        "select billing.apply_stripe_event(%s::jsonb, %s)", (payload, livemode)
+    )
     return result

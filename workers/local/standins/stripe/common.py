@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 
 Obj = dict[str, Any]
 
-API_VERSION = "2025-09-30.clover"
+# The version stripe-python 16.1.0 pins, and the one events are rendered in by default.
+API_VERSION = "2026-10-28.endive"
 DEFAULT_PRICES: dict[str, int] = {"price_5USD": 500, "price_10USD": 1000}
 CardBehaviour = Literal["ok", "decline", "authentication_required"]
 CARD_BEHAVIOURS: tuple[str, ...] = ("ok", "decline", "authentication_required")
