@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import stripe
 import psycopg
+import stripe
 from psycopg.rows import dict_row
 
 from workers.local.embedded_pg import free_port

@@ -165,6 +165,7 @@ def _refill(env: Env, customer: str, pm: str, key: str, amount: int = 5000) -> s
             "currency": "usd",
             "customer": customer,
             "payment_method": pm,
+            "payment_method_types": ["card"],
             "off_session": True,
             "confirm": True,
             "metadata": {"purpose": "auto_refill", "refill_request_id": key},
@@ -499,6 +500,7 @@ def test_charge_then_timeout_is_recovered_by_the_idempotency_key(env: Env) -> No
         "currency": "usd",
         "customer": customer,
         "payment_method": pm,
+        "payment_method_types": ["card"],
         "off_session": True,
         "confirm": True,
     }

@@ -87,6 +87,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_command(_state_dir(args), args.plan, args.users)
 
 
+def cmd_stripe_webhook_create(args: argparse.Namespace) -> int:
+    from workers.ops.stripe_webhook import create_endpoint_command
+
+    return create_endpoint_command(args.url)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callbalance", description="Call Balance: a prepaid wallet for AI call minutes."
@@ -135,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True)
     create.add_argument("--plan", help="classic or starter (default: the default plan)")
     create.add_argument("--state-dir")
+
+    hook = sub.add_parser("stripe-webhook", help="the Stripe webhook endpoint")
+    hook_sub = hook.add_subparsers(dest="hook_command", required=True)
+    hook_create = hook_sub.add_parser(
+        "create", help="create it with the pinned API version and the events to enable"
+    )
+    hook_create.set_defaults(func=cmd_stripe_webhook_create)
+    hook_create.add_argument("--url", required=True, help="PUBLIC_URL/stripe/webhook")
     return parser
 
 

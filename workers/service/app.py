@@ -7,8 +7,8 @@ calls one SQL function as service_role, and answers only after the commit.
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager

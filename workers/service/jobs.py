@@ -50,7 +50,8 @@ class Jobs:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def refills(self) -> object:
-        return auto_refill.run_once(self.db, self.stripe_client)
+        charged = auto_refill.run_once(self.db, self.stripe_client)
+        return charged + auto_refill.reconcile_once(self.db, self.stripe_client)
 
     def reconcile(self) -> object:
         return twilio_jobs.reconcile_holds(self.db, self.twilio)

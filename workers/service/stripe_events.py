@@ -17,6 +17,28 @@ from workers.service.db import Database
 
 Json = dict[str, Any]
 
+# The events `billing.apply_stripe_event` decides: a webhook endpoint must enable every
+# one (without the async, refund or dispute-funds events money is silently missed), and
+# render them in `stripe.api_version`, the version the SQL rules are written for.
+ENABLED_EVENTS: tuple[str, ...] = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "payment_intent.succeeded",
+    "payment_intent.processing",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "charge.refund.updated",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+)
+
 
 class BadSignature(Exception):
     """The Stripe-Signature header is missing, forged, stale or for another secret."""

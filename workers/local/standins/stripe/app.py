@@ -57,7 +57,11 @@ def create_app(
       inquiry?}`; `POST /_control/disputes/{id}/escalate` (an inquiry becomes a
       chargeback); `POST /_control/disputes/{id}/close` `{status: won|lost|warning_closed}`
     - `POST /_control/checkout/{id}/async` `{outcome: succeeded|failed}`
-    - `POST /_control/faults` `{mode: fail|timeout, count, status?, sleep?, method?,
+    - `POST /_control/payment_intents/{id}/settle` `{outcome: succeeded|failed}` (a
+      processing bank debit); `POST /_control/refunds/{id}/settle` `{outcome}` (a
+      pending refund); `POST /_control/clock` `{advance: seconds}` (idempotency keys
+      older than 24 hours are pruned)
+    - `POST /_control/faults` `{mode: fail|timeout|stored_error, count, status?, sleep?, method?,
       path_prefix?, should_retry?}`; `DELETE /_control/faults`
     - `GET|POST /_control/webhooks` `{urls?, secret?, mode?, copies?, delay?, window?,
       retry_delays?}`; `POST /_control/webhooks/flush`;
@@ -105,6 +109,7 @@ def create_app(
             api_key=api_key,
             idempotency_key=request.headers.get("idempotency-key"),
             base_url=base_of(request),
+            fail_after=fault.status if fault is not None and fault.mode == "stored_error" else None,
         )
         headers["Stripe-Version"] = request.headers.get("stripe-version", state.config.api_version)
         if fault is not None and fault.mode == "timeout":

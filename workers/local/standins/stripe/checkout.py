@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from workers.local.standins.stripe.common import (
+    BANK_DEBITS,
     CARD_BEHAVIOURS,
     Obj,
     _Ctx,
@@ -193,8 +194,11 @@ class Checkout(PaymentIntents):
     ) -> tuple[int, Obj]:
         """Pay an open session as a customer on the hosted page would.
 
-        `card`: ok | declined | authentication_required; `method`: card | delayed
-        (completes unpaid; settle later with `settle_delayed`). Returns the HTTP
+        `card`: ok | declined | authentication_required; `method`: card | delayed |
+        us_bank_account | sepa_debit (completes unpaid; settle later with
+        `settle_delayed`). A bank debit paid with `setup_future_usage` is saved with a
+        mandate for off-session charges
+        (https://docs.stripe.com/payments/ach-direct-debit/set-up-payment). Returns the HTTP
         status and `{"session", "payment_intent"}` or an error envelope.
         """
         with self.lock:
@@ -214,9 +218,12 @@ class Checkout(PaymentIntents):
                 )["id"]
                 session["customer"] = customer_id
             customer = self.objects.get(customer_id) if customer_id else None
+            bank_debit = method in BANK_DEBITS
             pm = self._new_payment_method(
                 customer_id if pid["setup_future_usage"] else None,
                 email or (customer or {}).get("email") or session["customer_email"],
+                method if bank_debit else "card",
+                mandate=bank_debit and pid["setup_future_usage"] is not None,
             )
             behaviour, decline_code = self._behaviour(pm["id"], customer_id)
             if card in ("declined", "decline"):
@@ -242,7 +249,7 @@ class Checkout(PaymentIntents):
                 description=pid["description"],
             )
             ctx = self._ctx()
-            if method == "delayed":
+            if method == "delayed" or bank_debit:
                 pi["status"] = "processing"
                 session.update(status="complete", payment_status="unpaid", payment_intent=pi["id"])
                 self.emit("checkout.session.completed", session, ctx)

@@ -16,6 +16,9 @@ Obj = dict[str, Any]
 # The version stripe-python 16.1.0 pins, and the one events are rendered in by default.
 API_VERSION = "2026-10-28.endive"
 DEFAULT_PRICES: dict[str, int] = {"price_5USD": 500, "price_10USD": 1000}
+# Payment method types that settle days later: a PaymentIntent confirmed with one answers
+# `processing` (https://docs.stripe.com/payments/paymentintents/lifecycle).
+BANK_DEBITS: tuple[str, ...] = ("us_bank_account", "sepa_debit")
 CardBehaviour = Literal["ok", "decline", "authentication_required"]
 CARD_BEHAVIOURS: tuple[str, ...] = ("ok", "decline", "authentication_required")
 DeliveryMode = Literal["normal", "drop", "duplicate", "delay", "reorder"]
@@ -175,10 +178,14 @@ class Fault:
 
     `fail`: answer `status` without doing anything (nothing is stored under the
     idempotency key). `timeout`: do the request, store its result under the
-    idempotency key, then hold the response for `sleep` seconds.
+    idempotency key, then hold the response for `sleep` seconds. `stored_error`:
+    do the request, then answer `status` (a 500) and store that answer under the
+    idempotency key, so every retry with the key replays the 500: Stripe saves
+    the result once an endpoint began executing, "including 500 errors"
+    (https://docs.stripe.com/api/idempotent_requests).
     """
 
-    mode: Literal["fail", "timeout"]
+    mode: Literal["fail", "timeout", "stored_error"]
     count: int = 1
     status: int = 500
     sleep: float = 30.0
@@ -201,11 +208,18 @@ class _Ctx:
     base_url: str
 
 
+# Stripe may prune a key once it is 24 hours old; a request reusing a pruned key is
+# a new request (https://docs.stripe.com/api/idempotent_requests).
+IDEMPOTENCY_TTL = 24 * 3600.0
+
+
 @dataclass
 class _Stored:
     fingerprint: tuple[str, str, tuple[tuple[str, str], ...]]
     status: int
     body: Obj
+    # the stand-in's clock when the key was first used
+    created: float = 0.0
 
 
 Handler = Callable[[Obj, tuple[str, ...], _Ctx], Obj]

@@ -74,11 +74,32 @@ def add_control_routes(app: FastAPI, state: StripeStandin) -> None:
         except StripeError as err:
             return json_response(err.status, err.body())
 
+    @app.post("/_control/payment_intents/{pi_id}/settle", response_model=None)
+    def settle_pi(pi_id: str, body: Obj = Body(default={})) -> Obj | JSONResponse:  # noqa: B008
+        try:
+            return state.settle_payment_intent(pi_id, str(body.get("outcome", "succeeded")))
+        except StripeError as err:
+            return json_response(err.status, err.body())
+
+    @app.post("/_control/refunds/{refund_id}/settle", response_model=None)
+    def settle_refund(refund_id: str, body: Obj = Body(default={})) -> Obj | JSONResponse:  # noqa: B008
+        try:
+            return state.settle_refund(refund_id, str(body.get("outcome", "succeeded")))
+        except StripeError as err:
+            return json_response(err.status, err.body())
+
+    @app.post("/_control/clock", response_model=None)
+    def clock(body: Obj = Body(default={})) -> Obj | JSONResponse:  # noqa: B008
+        advance = body.get("advance")
+        if not isinstance(advance, int | float) or isinstance(advance, bool) or advance < 0:
+            return control_error("`advance` must be a number of seconds ≥ 0")
+        return {"offset": state.advance_clock(float(advance))}
+
     @app.post("/_control/faults", response_model=None)
     def add_fault(body: Obj = Body(default={})) -> Obj | JSONResponse:  # noqa: B008
         mode = body.get("mode", "fail")
-        if mode not in ("fail", "timeout"):
-            return control_error("mode must be `fail` or `timeout`")
+        if mode not in ("fail", "timeout", "stored_error"):
+            return control_error("mode must be `fail`, `timeout` or `stored_error`")
         fault = Fault(
             mode=mode,
             count=int(body.get("count", 1)),

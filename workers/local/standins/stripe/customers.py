@@ -6,8 +6,10 @@ import copy
 import re
 import secrets
 import time
+from collections.abc import Callable
 
 from workers.local.standins.stripe.common import (
+    BANK_DEBITS,
     CARD_BEHAVIOURS,
     CardBehaviour,
     Obj,
@@ -83,8 +85,10 @@ class Customers(StripeStore):
             "customer", params, "/v1/customers", lambda c: not email or c.get("email") == email
         )
 
-    def search_customers(self, params: Obj, ids: tuple[str, ...], ctx: _Ctx) -> Obj:
-        """Supports `field:'value'` and `metadata['key']:'value'` clauses joined by AND."""
+    @staticmethod
+    def _search_predicate(params: Obj) -> Callable[[Obj], bool]:
+        """A Search API query of `field:'value'` and `metadata['key']:'value'` clauses joined
+        by AND (https://docs.stripe.com/search#search-query-language)."""
         query = str(params.get("query") or "")
         clauses = re.findall(
             r"(metadata\[['\"]([^'\"]+)['\"]\]|\w+)\s*:\s*['\"]([^'\"]*)['\"]", query
@@ -99,7 +103,12 @@ class Customers(StripeStore):
                     return False
             return True
 
-        page = self._list("customer", params, "/v1/customers/search", matches)
+        return matches
+
+    def search_customers(self, params: Obj, ids: tuple[str, ...], ctx: _Ctx) -> Obj:
+        page = self._list(
+            "customer", params, "/v1/customers/search", self._search_predicate(params)
+        )
         page.update(object="search_result", next_page=None)
         return page
 
@@ -125,7 +134,20 @@ class Customers(StripeStore):
 
     # -- payment methods --------------------------------------------------
 
-    def _new_payment_method(self, customer_id: str | None, email: str | None = None) -> Obj:
+    def _new_payment_method(
+        self,
+        customer_id: str | None,
+        email: str | None = None,
+        pm_type: str = "card",
+        *,
+        mandate: bool = False,
+    ) -> Obj:
+        """A payment method of `pm_type`: `card`, or a bank debit (`us_bank_account`,
+        `sepa_debit`) saved with a mandate when `mandate` (Checkout with
+        `setup_future_usage` collects one: https://docs.stripe.com/payments/ach-direct-debit/set-up-payment,
+        https://docs.stripe.com/payments/sepa-debit/set-up-payment)."""
+        if pm_type in BANK_DEBITS:
+            return self._new_bank_debit(customer_id, email, pm_type, mandate=mandate)
         pm: Obj = {
             "id": new_id("pm_"),
             "object": "payment_method",
@@ -152,6 +174,68 @@ class Customers(StripeStore):
         }
         self.objects[pm["id"]] = pm
         return pm
+
+    def _new_bank_debit(
+        self, customer_id: str | None, email: str | None, pm_type: str, *, mandate: bool
+    ) -> Obj:
+        details: Obj = (
+            {
+                "account_holder_type": "individual",
+                "account_type": "checking",
+                "bank_name": "STRIPE TEST BANK",
+                "fingerprint": secrets.token_hex(8),
+                "last4": "6789",
+                "routing_number": "110000000",
+            }
+            if pm_type == "us_bank_account"
+            else {
+                "bank_code": "37040044",
+                "country": "DE",
+                "fingerprint": secrets.token_hex(8),
+                "last4": "3000",
+            }
+        )
+        pm: Obj = {
+            "id": new_id("pm_"),
+            "object": "payment_method",
+            "allow_redisplay": "unspecified",
+            "billing_details": {
+                "address": None,
+                "email": email,
+                "name": "Jenny Rosen",
+                "phone": None,
+            },
+            "created": _now(),
+            "customer": customer_id,
+            "livemode": False,
+            "metadata": {},
+            "type": pm_type,
+            pm_type: details,
+        }
+        self.objects[pm["id"]] = pm
+        if mandate:
+            mandate_obj: Obj = {
+                "id": new_id("mandate_"),
+                "object": "mandate",
+                "customer_acceptance": {"accepted_at": _now(), "type": "online"},
+                "livemode": False,
+                "payment_method": pm["id"],
+                "status": "active",
+                "type": "multi_use",
+            }
+            self.objects[mandate_obj["id"]] = mandate_obj
+        return pm
+
+    def _mandate_of(self, pm_id: str) -> Obj | None:
+        """The active mandate a bank-debit payment method was saved with, if any."""
+        for obj in self.objects.values():
+            if (
+                obj.get("object") == "mandate"
+                and obj["payment_method"] == pm_id
+                and obj["status"] == "active"
+            ):
+                return obj
+        return None
 
     def create_payment_method(self, customer_id: str | None = None) -> Obj:
         """A card payment method (attached when `customer_id` is given)."""

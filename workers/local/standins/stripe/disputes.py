@@ -36,6 +36,10 @@ class Disputes(Refunds):
                 obj = self.objects.get(obj["latest_charge"] or "")
             if obj is None or obj.get("object") != "charge" or obj["status"] != "succeeded":
                 raise _missing("charge", charge_or_pi, "charge")
+            if obj["refunded"]:
+                # "Disputes and chargebacks aren't possible on credit card charges that are
+                # fully refunded" (https://docs.stripe.com/refunds).
+                raise _invalid(f"Charge {obj['id']} is fully refunded and cannot be disputed.")
             dispute: Obj = {
                 "id": new_id("dp_"),
                 "object": "dispute",

@@ -1,4 +1,23 @@
-"""PaymentIntents and charges: off-session payments with card behaviour."""
+"""PaymentIntents and charges: off-session payments with card behaviour, bank debits
+that settle later, and what Stripe refuses at confirmation.
+
+- A bank debit (us_bank_account, sepa_debit) confirmed answers `processing`
+  with `payment_intent.processing`, and settles days later as
+  `payment_intent.succeeded` or `payment_intent.payment_failed`
+  (https://docs.stripe.com/payments/paymentintents/lifecycle,
+  https://docs.stripe.com/payments/ach-direct-debit/accept-a-payment); here
+  `settle_payment_intent` (control API) settles it.
+- Confirming without `return_url` is refused when the intent may use
+  redirect-based methods: with neither `payment_method_types` nor
+  `automatic_payment_methods[allow_redirects]=never`
+  (https://docs.stripe.com/api/payment_intents/create#create_payment_intent-automatic_payment_methods-allow_redirects,
+  https://docs.stripe.com/payments/save-and-reuse#charge-saved-payment-method).
+- A saved bank debit charged off-session needs the mandate it was saved with
+  (https://docs.stripe.com/payments/ach-direct-debit/set-up-payment); a method
+  outside `payment_method_types` is refused.
+- PaymentIntents can be found by metadata with the Search API
+  (https://docs.stripe.com/search#query-fields-for-payment-intents).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +25,7 @@ import copy
 import secrets
 
 from workers.local.standins.stripe.common import (
+    BANK_DEBITS,
     Obj,
     StripeError,
     _Ctx,
@@ -99,24 +119,21 @@ class PaymentIntents(Customers):
             "paid": not failed,
             "payment_intent": pi["id"],
             "payment_method": pm["id"],
-            "payment_method_details": {
-                "card": {
-                    "brand": pm["card"]["brand"],
-                    "country": pm["card"]["country"],
-                    "exp_month": pm["card"]["exp_month"],
-                    "exp_year": pm["card"]["exp_year"],
-                    "fingerprint": pm["card"]["fingerprint"],
-                    "funding": pm["card"]["funding"],
-                    "last4": pm["card"]["last4"],
-                },
-                "type": "card",
-            },
+            "payment_method_details": self._method_details(pm),
             "receipt_url": None,
             "refunded": False,
             "status": "failed" if failed else "succeeded",
         }
         self.objects[charge["id"]] = charge
         return charge
+
+    @staticmethod
+    def _method_details(pm: Obj) -> Obj:
+        if pm["type"] != "card":
+            return {pm["type"]: copy.deepcopy(pm[pm["type"]]), "type": pm["type"]}
+        card = pm["card"]
+        keys = ("brand", "country", "exp_month", "exp_year", "fingerprint", "funding", "last4")
+        return {"card": {k: card[k] for k in keys}, "type": "card"}
 
     def _succeed_payment(self, pi: Obj, pm: Obj) -> Obj:
         charge = self._new_charge(pi, pm)
@@ -201,6 +218,47 @@ class PaymentIntents(Customers):
         off_session = params.get("off_session")
         if off_session is not None and not confirm:
             raise _invalid("You can only set `off_session` when `confirm` is true.", "off_session")
+        types = params.get("payment_method_types")
+        automatic = params.get("automatic_payment_methods")
+        if types is not None and automatic is not None:
+            raise _invalid(
+                "You may only specify one of these parameters: automatic_payment_methods, "
+                "payment_method_types.",
+                "automatic_payment_methods",
+            )
+        redirects = automatic.get("allow_redirects") if isinstance(automatic, dict) else None
+        if confirm and types is None and redirects != "never" and not params.get("return_url"):
+            raise _invalid(
+                "This PaymentIntent is configured to accept payment methods enabled in your "
+                "Dashboard. Because some of these payment methods might redirect your customer "
+                "off of your page, you must provide a `return_url`. If you don't want to accept "
+                "redirect-based payment methods, set `automatic_payment_methods[enabled]` to "
+                "`true` and `automatic_payment_methods[allow_redirects]` to `never` when "
+                "creating Setup Intents and Payment Intents.",
+                "return_url",
+            )
+        if isinstance(types, list) and pm is not None and pm["type"] not in types:
+            raise _invalid(
+                f"The PaymentMethod provided ({pm['type']}) is not allowed for this "
+                f"PaymentIntent. Please attach a PaymentMethod of one of the following types: "
+                f"{', '.join(str(t) for t in types)}.",
+                "payment_method",
+                "payment_intent_incompatible_payment_method",
+            )
+        if (
+            confirm
+            and pm is not None
+            and pm["type"] in BANK_DEBITS
+            and _truthy(off_session or "false")
+            and not params.get("mandate")
+            and self._mandate_of(pm["id"]) is None
+        ):
+            raise _invalid(
+                f"A mandate is required to confirm this off-session {pm['type']} payment: "
+                "save the method with a mandate or pass `mandate`.",
+                "mandate",
+                "payment_intent_mandate_invalid",
+            )
         pi = self._new_payment_intent(
             amount=amount,
             currency=str(currency).lower(),
@@ -210,6 +268,13 @@ class PaymentIntents(Customers):
             setup_future_usage=params.get("setup_future_usage") or None,
             description=params.get("description"),
         )
+        if pm is not None:
+            pi["payment_method_types"] = [pm["type"]]
+        if isinstance(automatic, dict):
+            pi["automatic_payment_methods"] = {
+                "allow_redirects": redirects or "always",
+                "enabled": _truthy(automatic.get("enabled", "false")),
+            }
         self.emit("payment_intent.created", pi, ctx)
         if not confirm:
             return pi
@@ -226,12 +291,43 @@ class PaymentIntents(Customers):
                 next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {}},
             )
             return pi
+        if pm["type"] in BANK_DEBITS:
+            pi["status"] = "processing"
+            self.emit("payment_intent.processing", pi, ctx)
+            return pi
         if behaviour != "ok":
             raise self._fail_payment(pi, pm, behaviour, decline_code, ctx)
         charge = self._succeed_payment(pi, pm)
         self.emit("payment_intent.succeeded", pi, ctx)
         self.emit("charge.succeeded", charge, ctx)
         return pi
+
+    def settle_payment_intent(self, pi_id: str, outcome: str) -> Obj:
+        """Settle a `processing` PaymentIntent as the bank did: `succeeded` or `failed`."""
+        with self.lock:
+            pi = self._get("payment_intent", pi_id)
+            if pi["status"] != "processing":
+                raise _invalid(f"PaymentIntent {pi_id} is not processing.")
+            pm = self.objects[pi["payment_method"]]
+            ctx = self._ctx()
+            if outcome == "succeeded":
+                charge = self._succeed_payment(pi, pm)
+                self.emit("payment_intent.succeeded", pi, ctx)
+                self.emit("charge.succeeded", charge, ctx)
+            elif outcome == "failed":
+                self._record_failure(pi, pm, "decline", "insufficient_funds")
+                self.emit("payment_intent.payment_failed", pi, ctx)
+            else:
+                raise _invalid("outcome must be `succeeded` or `failed`", "outcome")
+            return copy.deepcopy(pi)
+
+    def search_payment_intents(self, params: Obj, ids: tuple[str, ...], ctx: _Ctx) -> Obj:
+        """`metadata['key']:'value'`, `status:'...'`, `customer:'...'` clauses joined by AND."""
+        page = self._list(
+            "payment_intent", params, "/v1/payment_intents/search", self._search_predicate(params)
+        )
+        page.update(object="search_result", next_page=None)
+        return page
 
     def retrieve_payment_intent(self, params: Obj, ids: tuple[str, ...], ctx: _Ctx) -> Obj:
         return self._get("payment_intent", ids[0])

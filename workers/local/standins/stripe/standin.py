@@ -8,6 +8,7 @@ import re
 import time
 
 from workers.local.standins.stripe.common import (
+    IDEMPOTENCY_TTL,
     Fault,
     Handler,
     Obj,
@@ -16,10 +17,10 @@ from workers.local.standins.stripe.common import (
     _Ctx,
     _Stored,
 )
-from workers.local.standins.stripe.disputes import Disputes
+from workers.local.standins.stripe.webhook_endpoints import WebhookEndpoints
 
 
-class StripeStandin(Disputes):
+class StripeStandin(WebhookEndpoints):
     """In-memory Stripe: objects, events, idempotency, card behaviour, faults."""
 
     def __init__(self, config: StripeStandinConfig | None = None) -> None:
@@ -41,6 +42,7 @@ class StripeStandin(Disputes):
             ("POST", re.compile(r"checkout/sessions/([^/]+)/expire"), self.expire_checkout_session),
             ("POST", re.compile(r"payment_intents"), self.create_payment_intent),
             ("GET", re.compile(r"payment_intents"), self.list_payment_intents),
+            ("GET", re.compile(r"payment_intents/search"), self.search_payment_intents),
             ("GET", re.compile(r"payment_intents/([^/]+)"), self.retrieve_payment_intent),
             ("GET", re.compile(r"payment_methods"), self.list_payment_methods),
             ("GET", re.compile(r"payment_methods/([^/]+)"), self.retrieve_payment_method),
@@ -52,6 +54,10 @@ class StripeStandin(Disputes):
             ("GET", re.compile(r"refunds"), self.list_refunds),
             ("GET", re.compile(r"refunds/([^/]+)"), self.retrieve_refund),
             ("GET", re.compile(r"disputes/([^/]+)"), self.retrieve_dispute),
+            ("POST", re.compile(r"webhook_endpoints"), self.create_webhook_endpoint),
+            ("GET", re.compile(r"webhook_endpoints"), self.list_webhook_endpoints),
+            ("GET", re.compile(r"webhook_endpoints/([^/]+)"), self.retrieve_webhook_endpoint),
+            ("DELETE", re.compile(r"webhook_endpoints/([^/]+)"), self.delete_webhook_endpoint),
             ("GET", re.compile(r"events"), self.list_events),
             ("GET", re.compile(r"events/([^/]+)"), self.retrieve_event),
         ]
@@ -102,8 +108,11 @@ class StripeStandin(Disputes):
         api_key: str,
         idempotency_key: str | None,
         base_url: str,
+        fail_after: int | None = None,
     ) -> tuple[int, Obj, dict[str, str]]:
-        """Run one `/v1/...` request; returns status, JSON body and extra headers."""
+        """Run one `/v1/...` request; returns status, JSON body and extra headers.
+
+        `fail_after`: run it, then answer that status (stored under the key)."""
         ctx = self._ctx(base_url, idempotency_key)
         headers = {"Request-Id": ctx.request_id}
         if idempotency_key:
@@ -115,6 +124,10 @@ class StripeStandin(Disputes):
             fingerprint = (method, path, tuple(sorted(pairs)))
             if stored_key is not None:
                 stored = self.idempotency.get(stored_key)
+                if stored is not None and self.clock() - stored.created >= IDEMPOTENCY_TTL:
+                    # Pruned: the key is reusable and the request runs again.
+                    del self.idempotency[stored_key]
+                    stored = None
                 if stored is not None:
                     if stored.fingerprint != fingerprint:
                         err = StripeError(
@@ -131,9 +144,14 @@ class StripeStandin(Disputes):
                 status, body = 200, self._dispatch(method, path, params, ctx)
             except StripeError as err:
                 status, body = err.status, err.body()
+            if fail_after is not None:
+                status = fail_after
+                body = StripeError(
+                    fail_after, "api_error", "An unknown error occurred (injected by the stand-in)."
+                ).body()
             body = copy.deepcopy(body)
             if stored_key is not None:
-                self.idempotency[stored_key] = _Stored(fingerprint, status, body)
+                self.idempotency[stored_key] = _Stored(fingerprint, status, body, self.clock())
             self.request_log.append(
                 {
                     "id": ctx.request_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,6 +37,8 @@ class StripeStore:
         self.faults: list[Fault] = []
         self.idempotency: dict[tuple[str, str], _Stored] = {}
         self.request_log: list[Obj] = []
+        # Seconds the stand-in's clock runs ahead of the machine's (`advance_clock`).
+        self.clock_offset = 0.0
         self.dispatcher = WebhookDispatcher(self.config, self._event_by_id)
         self._seed_prices()
         self._restore()
@@ -93,7 +96,20 @@ class StripeStore:
             self.faults.clear()
             self.idempotency.clear()
             self.request_log.clear()
+            self.clock_offset = 0.0
             self._seed_prices()
+
+    def clock(self) -> float:
+        """The stand-in's time: the machine's plus what `advance_clock` added."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the stand-in's clock forward (idempotency keys age with it)."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self.lock:
+            self.clock_offset += seconds
+            return self.clock_offset
 
     def close(self) -> None:
         self.dispatcher.close()
@@ -111,10 +127,13 @@ class StripeStore:
             target: (behaviour, code)
             for target, (behaviour, code) in saved.get("card_behaviour", {}).items()
         }
-        for api_key, key, fingerprint, status, body in saved.get("idempotency", []):
+        for api_key, key, fingerprint, status, body, *created in saved.get("idempotency", []):
             method, path, pairs = fingerprint
             self.idempotency[(api_key, key)] = _Stored(
-                (method, path, tuple((k, v) for k, v in pairs)), status, body
+                (method, path, tuple((k, v) for k, v in pairs)),
+                status,
+                body,
+                float(created[0]) if created else time.time(),
             )
 
     def save(self) -> None:
@@ -130,7 +149,14 @@ class StripeStore:
                     "line_items": self.line_items,
                     "card_behaviour": {t: list(b) for t, b in self.card_behaviour.items()},
                     "idempotency": [
-                        [api_key, key, list(stored.fingerprint), stored.status, stored.body]
+                        [
+                            api_key,
+                            key,
+                            list(stored.fingerprint),
+                            stored.status,
+                            stored.body,
+                            stored.created,
+                        ]
                         for (api_key, key), stored in self.idempotency.items()
                     ],
                 },
