@@ -165,7 +165,7 @@ def _refill(env: Env, customer: str, pm: str, key: str, amount: int = 5000) -> s
             "currency": "usd",
             "customer": customer,
             "payment_method": pm,
-            "payment_method_types": ["card"],
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
             "off_session": True,
             "confirm": True,
             "metadata": {"purpose": "auto_refill", "refill_request_id": key},
