@@ -79,6 +79,7 @@ def test_a_restarted_stripe_stand_in_remembers_customers_payments_and_keys(
         "currency": "usd",
         "confirm": True,
         "off_session": True,
+        "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
     }
     with server() as running:
         client = make_stripe_client(STRIPE_KEY, running.base_url)
