@@ -4,6 +4,13 @@ Every transaction switches role exactly as PostgREST does for a privileged
 request (`set local role service_role`), so every privilege decision stays in
 the database. SQL errors raised with PostgREST's SQLSTATEs (`PT400`…`PT409`)
 become `RpcError` with that HTTP status.
+
+Everything here works through a transaction-mode pooler (Supavisor, PgBouncer):
+no connection ever prepares a statement (`prepare_threshold=None`: psycopg
+would otherwise prepare a query after its fifth execution, and the next
+transaction may land on a server connection that has another statement of
+that name, or none), settings are transaction-local, and nothing is kept in
+the session. `LISTEN` needs a session connection of its own (`listen_url`).
 """
 
 from __future__ import annotations
@@ -81,6 +88,15 @@ def rpc_errors() -> Iterator[None]:
         raise mapped from exc
 
 
+# Every connection: autocommit, rows as dicts, and never a server-side prepared statement.
+POOLED: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, "prepare_threshold": None}
+
+
+def connect(url: str, **kwargs: Any) -> Connection[Any]:
+    """One connection that prepares nothing, safe through a transaction-mode pooler."""
+    return psycopg.connect(url, prepare_threshold=None, **kwargs)
+
+
 # Prepended to a one-statement RPC: the role lasts until the implicit transaction ends.
 ROLE_PREFIX = "set local role service_role; "
 
@@ -98,7 +114,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs=dict(POOLED),
         )
 
     async def open(self) -> None:
@@ -152,7 +168,7 @@ class SyncDatabase:
             min_size=1,
             max_size=max_size,
             open=True,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs=dict(POOLED),
         )
 
     def close(self) -> None:
@@ -180,5 +196,5 @@ class SyncDatabase:
 
 
 def migrations_current(url: str) -> bool:
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True) as conn:
         return not pending(conn)

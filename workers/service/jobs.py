@@ -1,7 +1,9 @@
 """`callbalance jobs`: the background loop.
 
 - auto-refill: wakes on `NOTIFY refill_requests` (within a second of the
-  debit that enqueued it), with a polling fallback;
+  debit that enqueued it) when a session connection is configured
+  (`DATABASE_SESSION_URL`: `LISTEN` cannot work through a transaction-mode
+  pooler), and polls every `poll_seconds` in any case;
 - reconciliation of holds without a status callback, every minute;
 - purchases that died half-way, every 5 minutes: a purchase pending for 10
   minutes is cancelled and refunded within 15 minutes of its start;
@@ -25,7 +27,7 @@ import stripe
 from twilio.rest import Client as TwilioClient
 
 from workers.service import auto_refill, twilio_jobs
-from workers.service.db import SyncDatabase
+from workers.service.db import SyncDatabase, connect
 from workers.service.logs import log
 
 
@@ -47,6 +49,7 @@ class Jobs:
     renew_seconds: float = 3600.0
     purchase_seconds: float = 300.0
     voice_url: str | None = None
+    listen_url: str | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
     def refills(self) -> object:
@@ -78,9 +81,14 @@ class Jobs:
     def run(self) -> None:
         schedules = self.schedules()
         wake = threading.Event()
-        listener = threading.Thread(target=self._listen, args=(wake,), daemon=True)
-        listener.start()
-        log("jobs started")
+        if self.listen_url:
+            threading.Thread(target=self._listen, args=(wake,), daemon=True).start()
+            log("jobs started", refills="LISTEN refill_requests on DATABASE_SESSION_URL")
+        else:
+            log(
+                "jobs started",
+                refills=f"no DATABASE_SESSION_URL: polling every {self.poll_seconds:g} s",
+            )
         while not self.stop.is_set():
             now = time.monotonic()
             woken = wake.is_set()
@@ -112,7 +120,8 @@ class Jobs:
     def _listen(self, wake: threading.Event) -> None:
         while not self.stop.is_set():
             try:
-                with psycopg.connect(self.db.url, autocommit=True) as conn:
+                assert self.listen_url is not None
+                with connect(self.listen_url, autocommit=True) as conn:
                     conn.execute("listen refill_requests")
                     while not self.stop.is_set():
                         for _note in conn.notifies(timeout=1.0, stop_after=1):
@@ -138,6 +147,7 @@ def run_jobs(poll_seconds: float) -> int:
         ),
         poll_seconds=poll_seconds,
         voice_url=settings.public_url + "/twilio/voice",
+        listen_url=settings.database_session_url,
     )
 
     def handler(signum: int, frame: FrameType | None) -> None:

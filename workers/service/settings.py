@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     database_url: str = Field(min_length=1)
+    # A session connection (direct, or Supabase's session mode on port 5432) for LISTEN;
+    # DATABASE_URL may be a transaction-mode pooler, which cannot keep a LISTEN.
+    database_session_url: str | None = None
     public_url: str = Field(min_length=1)
 
     stripe_secret_key: str = Field(min_length=1)
