@@ -8,11 +8,17 @@ Fixtures:
 - `db`: a connection inside a transaction that is rolled back after the test.
 - `fresh_db`: the URL of a new database cloned from the migrated template, for
   tests that commit or use concurrent connections; dropped afterwards.
+- `pgbouncer`: PgBouncer in transaction mode in front of the server, as Supabase's
+  pooler; `pooled(url)` is a database's URL through it. The worker, jobs and Edge
+  Function tests connect through it. Without the `pgbouncer` binary those tests
+  skip, except under `CI=true`, where they fail.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +29,7 @@ import pytest
 from psycopg import sql
 
 from workers.local.embedded_pg import EmbeddedPostgres, free_port
+from workers.local.pgbouncer import PgBouncer, pgbouncer_binary
 from workers.ops.migrate import migrate
 
 TEMPLATE = "callbalance_template"
@@ -131,3 +138,43 @@ def module_db(pg_admin_url: str, template_url: str) -> Iterator[str]:
         yield _with_database(pg_admin_url, name)
     finally:
         _drop(pg_admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
+    """PgBouncer (`pool_mode = transaction`) in front of the test server, for the session."""
+    binary = pgbouncer_binary()
+    if binary is None:
+        reason = "the pgbouncer binary is not installed (Debian: apt-get install pgbouncer)"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI runs the pooled tests: {reason}")
+        pytest.skip(reason)
+    config_dir = tmp_path_factory.mktemp("pgbouncer")
+    config_dir.chmod(0o755)  # PgBouncer drops to the embedded server's user when run as root
+    bouncer = PgBouncer(pg_admin_url, config_dir, port=free_port(), binary=binary)
+    log_path = config_dir / "pgbouncer.log"
+    proc = bouncer.start(log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(bouncer.url, prepare_threshold=None, connect_timeout=2):
+                    break
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"PgBouncer did not start:\n{log_path.read_text()[-2000:]}")
+                time.sleep(0.05)
+        yield bouncer
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def pooled_module_db(module_db: str, pgbouncer: PgBouncer) -> str:
+    """`module_db` through PgBouncer in transaction mode."""
+    return pgbouncer.pooled(module_db)

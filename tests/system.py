@@ -36,7 +36,7 @@ STRIPE_KEY = "sk_test_callbalance"
 
 @dataclass
 class System:
-    db_url: str
+    db_url: str  # direct, as the database's owner: to arrange and inspect
     worker_url: str
     stripe: stripe_standin.StripeStandin
     stripe_url: str
@@ -44,6 +44,7 @@ class System:
     twilio_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_path: str = ""
+    pooled_url: str = ""  # what the worker and jobs use: through PgBouncer when running
 
     def log_lines(self) -> list[dict[str, Any]]:
         """The worker's structured log, one JSON object per line."""
@@ -194,7 +195,11 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) 
 
 
 @contextmanager
-def running_system(db_url: str, twilio_app_factory: Any = None) -> Iterator[System]:
+def running_system(
+    db_url: str, twilio_app_factory: Any = None, *, pooled_url: str | None = None
+) -> Iterator[System]:
+    """The worker on `pooled_url` (a transaction-mode pooler in front of `db_url`) when
+    given, else on `db_url`; its environment names `db_url` as the jobs' session URL."""
     port = free_port()
     worker_url = f"http://127.0.0.1:{port}"
     config = stripe_standin.StripeStandinConfig(
@@ -214,7 +219,8 @@ def running_system(db_url: str, twilio_app_factory: Any = None) -> Iterator[Syst
         twilio_url = twilio_server.start()
     env = {
         **os.environ,
-        "DATABASE_URL": db_url,
+        "DATABASE_URL": pooled_url or db_url,
+        "DATABASE_SESSION_URL": db_url,
         "PUBLIC_URL": worker_url,
         "STRIPE_SECRET_KEY": STRIPE_KEY,
         "STRIPE_WEBHOOK_SECRET": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
@@ -244,6 +250,7 @@ def running_system(db_url: str, twilio_app_factory: Any = None) -> Iterator[Syst
             twilio_url=twilio_url,
             env=env,
             log_path=log_file.name,
+            pooled_url=pooled_url or db_url,
         )
     finally:
         log_file.close()

@@ -54,8 +54,8 @@ def _twilio_factory() -> Any:
 
 
 @pytest.fixture(scope="module")
-def system(module_db: str) -> Iterator[System]:
-    with running_system(module_db, _twilio_factory()) as running:
+def system(module_db: str, pooled_module_db: str) -> Iterator[System]:
+    with running_system(module_db, _twilio_factory(), pooled_url=pooled_module_db) as running:
         yield running
 
 
@@ -80,7 +80,7 @@ def deno_env(system: System) -> dict[str, str]:
         {
             "DENO_DIR": str(ROOT / ".callbalance" / "deno"),
             "NO_COLOR": "1",
-            "SUPABASE_DB_URL": as_url(system.db_url),
+            "SUPABASE_DB_URL": as_url(system.pooled_url),
             "SUPABASE_JWT_SECRET": JWT_SECRET,
             "STRIPE_SECRET_KEY": STRIPE_KEY,
             "STRIPE_API_BASE": system.stripe_url,

@@ -85,13 +85,13 @@ def _twilio_factory() -> tuple[Any, Any]:
 
 
 @pytest.fixture(scope="module")
-def functions(module_db: str) -> Iterator[tuple[System, str | None]]:
-    with running_system(module_db, _twilio_factory) as system:
+def functions(module_db: str, pooled_module_db: str) -> Iterator[tuple[System, str | None]]:
+    with running_system(module_db, _twilio_factory, pooled_url=pooled_module_db) as system:
         if not DENO.exists():
             yield system, None
             return
         env = function_env(
-            db_url=system.db_url,
+            db_url=system.pooled_url,
             worker_url=system.worker_url,
             stripe_url=system.stripe_url,
             twilio_url=system.twilio_url or "",

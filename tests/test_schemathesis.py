@@ -39,8 +39,8 @@ def _twilio_factory() -> tuple[Any, Any]:
 
 
 @pytest.fixture(scope="module")
-def target(module_db: str) -> Iterator[Target]:
-    with running_system(module_db, _twilio_factory) as system:
+def target(module_db: str, pooled_module_db: str) -> Iterator[Target]:
+    with running_system(module_db, _twilio_factory, pooled_url=pooled_module_db) as system:
         caller = system.new_user("starter")
         system.service(
             "select billing.confirm_number((billing.reserve_number(%s, '+14155550998') "
@@ -64,7 +64,7 @@ def target(module_db: str) -> Iterator[Target]:
             yield base
             return
         env = function_env(
-            db_url=system.db_url,
+            db_url=system.pooled_url,
             worker_url=system.worker_url,
             stripe_url=system.stripe_url,
             twilio_url=system.twilio_url or "",

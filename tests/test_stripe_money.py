@@ -20,8 +20,8 @@ from workers.service.providers import make_stripe_client
 
 
 @pytest.fixture(scope="module")
-def system(module_db: str) -> Iterator[System]:
-    with running_system(module_db) as running:
+def system(module_db: str, pooled_module_db: str) -> Iterator[System]:
+    with running_system(module_db, pooled_url=pooled_module_db) as running:
         yield running
 
 

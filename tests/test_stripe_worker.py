@@ -16,8 +16,8 @@ from tests.system import OLD_WEBHOOK_SECRET, System, running_system, stripe_even
 
 
 @pytest.fixture(scope="module")
-def system(module_db: str) -> Iterator[System]:
-    with running_system(module_db) as running:
+def system(module_db: str, pooled_module_db: str) -> Iterator[System]:
+    with running_system(module_db, pooled_url=pooled_module_db) as running:
         yield running
 
 

@@ -30,14 +30,14 @@ def twilio_factory() -> tuple[Any, twilio_standin.TwilioStandin]:
 
 
 @pytest.fixture(scope="module")
-def system(module_db: str) -> Iterator[System]:
-    with running_system(module_db, twilio_factory) as running:
+def system(module_db: str, pooled_module_db: str) -> Iterator[System]:
+    with running_system(module_db, twilio_factory, pooled_url=pooled_module_db) as running:
         yield running
 
 
 @pytest.fixture
 def jobs_db(system: System) -> Iterator[SyncDatabase]:
-    db = SyncDatabase(system.db_url)
+    db = SyncDatabase(system.pooled_url)
     yield db
     db.close()
 

@@ -24,6 +24,8 @@ let owner: postgres.Sql | undefined;
 export function db(): postgres.Sql {
   owner ??= postgres(need("SUPABASE_DB_URL"), {
     max: 2,
+    // SUPABASE_DB_URL goes through PgBouncer in transaction mode, as on Supabase.
+    prepare: false,
     onnotice: () => {},
   });
   return owner;
