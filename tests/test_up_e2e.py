@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from workers.local.embedded_pg import free_port
+from workers.local.pgbouncer import pgbouncer_binary
 from workers.paths import STATE_DIR
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ class Running:
     def __init__(self, state_dir: Path, env: dict[str, str]) -> None:
         self.state_dir = state_dir
         self.env = env
-        ports = [free_port() for _ in range(5)]
+        ports = [free_port() for _ in range(6)]
         self.args = [
             "up",
             "--state-dir",
@@ -59,6 +60,8 @@ class Running:
             str(ports[3]),
             "--twilio-port",
             str(ports[4]),
+            "--pooler-port",
+            str(ports[5]),
         ]
         self.log = state_dir.parent / f"up-{ports[0]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -112,7 +115,17 @@ def test_up_runs_the_whole_system_and_keeps_its_data(
     children = {
         name: int(pid) for name, pid in (c.split(":") for c in state["children"].split(","))
     }
-    assert set(children) == {"stripe-standin", "twilio-standin", "worker", "jobs", "functions"}
+    expected = {"stripe-standin", "twilio-standin", "worker", "jobs", "functions"}
+    if pgbouncer_binary() is not None:
+        # The workers, jobs and functions go through PgBouncer in transaction mode.
+        expected.add("pgbouncer")
+        assert state["pooler_url"] and state["pooler_url"] in log
+        assert "PgBouncer (transaction mode)" in log
+    else:
+        assert os.environ.get("CI", "").lower() not in ("true", "1"), "CI installs pgbouncer"
+        assert state["pooler_url"] == ""
+        assert "pgbouncer is not installed" in log
+    assert set(children) == expected
 
     simulated = cli("simulate", "--state-dir", str(state_dir), "--plan", "both", env=up_env)
     assert simulated.returncode == 0, simulated.stdout + simulated.stderr

@@ -46,6 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         worker=args.worker_port,
         stripe=args.stripe_port,
         twilio=args.twilio_port,
+        pooler=args.pooler_port,
     )
     return run_up(_state_dir(args), ports)
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--worker-port", type=int, default=DEFAULT_SERVE_PORT)
     up.add_argument("--stripe-port", type=int, default=12111, help="Stripe stand-in port")
     up.add_argument("--twilio-port", type=int, default=12112, help="Twilio stand-in port")
+    up.add_argument("--pooler-port", type=int, default=54329, help="PgBouncer port")
 
     mig = add("migrate", cmd_migrate, "apply the local platform and pending migrations")
     mig.add_argument("--data-dir", help="embedded Postgres data directory")

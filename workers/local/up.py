@@ -1,8 +1,11 @@
 """`callbalance up`: the whole system on one machine, started, supervised and stopped together.
 
-Children: the provider stand-ins (only without real keys), the worker service,
-the jobs, and the Edge Functions under Deno. Postgres is the embedded default
-(or `DATABASE_URL`). Every child's output goes to `<state>/logs/<name>.log`;
+Children: PgBouncer in transaction mode in front of the embedded Postgres
+(when the `pgbouncer` binary is installed: the workers, jobs and Edge Functions
+then connect through it, as through Supabase's pooler, and the jobs `LISTEN` on
+the direct URL), the provider stand-ins (only without real keys), the worker
+service, the jobs, and the Edge Functions under Deno. Postgres is the embedded
+default (or `DATABASE_URL`, used as given). Every child's output goes to `<state>/logs/<name>.log`;
 a child that dies is reported with its last lines and restarted (three times
 at most within a minute), else `up` stops everything and exits non-zero.
 The embedded Postgres is supervised the same way. Ctrl-C or SIGTERM stops
@@ -31,6 +34,7 @@ import httpx
 
 from workers import CommandError
 from workers.local.embedded_pg import EmbeddedPostgres, EmbeddedPostgresError, port_in_use
+from workers.local.pgbouncer import PgBouncer, pgbouncer_binary
 from workers.ops.migrate import migrate
 from workers.paths import FUNCTIONS_DIR, PROJECT_ROOT
 
@@ -50,6 +54,7 @@ class Ports:
     worker: int = 54330
     stripe: int = 12111
     twilio: int = 12112
+    pooler: int = 54329
 
 
 def _die_with_parent() -> None:
@@ -133,12 +138,16 @@ class Up:
     def step(self, text: str) -> None:
         self.echo(f"  • {text}")
 
-    def environment(self, database_url: str) -> tuple[dict[str, str], list[str]]:
+    def environment(
+        self, database_url: str, session_url: str | None = None
+    ) -> tuple[dict[str, str], list[str]]:
         """The children's environment, with stand-ins filling in for missing provider keys."""
         env = dict(os.environ)
         notes: list[str] = []
         worker = f"http://127.0.0.1:{self.ports.worker}"
         env["DATABASE_URL"] = database_url
+        if session_url:
+            env["DATABASE_SESSION_URL"] = session_url
         env.setdefault("PUBLIC_URL", worker)
         env["SUPABASE_DB_URL"] = database_url
         env.setdefault("SUPABASE_JWT_SECRET", LOCAL_JWT_SECRET)
@@ -263,6 +272,25 @@ class Up:
             )
         )
 
+    def plan_pooler(self, direct_url: str) -> str:
+        """PgBouncer in transaction mode as the first child; its URL, or "" without the binary."""
+        binary = pgbouncer_binary()
+        if binary is None:
+            self.step("no pooler: pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+            return ""
+        bouncer = PgBouncer(direct_url, self.state_dir / "pgbouncer", self.ports.pooler, binary)
+        self.step(f"PgBouncer (transaction mode) on 127.0.0.1:{self.ports.pooler}")
+        self.children.append(
+            Child(
+                "pgbouncer",
+                bouncer.argv(),
+                dict(os.environ),
+                self.state_dir / "logs" / "pgbouncer.log",
+                lambda: port_in_use("127.0.0.1", self.ports.pooler),
+            )
+        )
+        return bouncer.url
+
     def wait_ready(self, child: Child, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stop_event.is_set():
@@ -286,8 +314,11 @@ class Up:
             self.step("Postgres from DATABASE_URL")
         self.step("migrations")
         migrate(database_url, echo=lambda line: self.echo(f"      {line}"))
-        env, sandbox = self.environment(database_url)
+        pooled_url = self.plan_pooler(database_url) if self.server is not None else ""
+        session_url = database_url if pooled_url else os.environ.get("DATABASE_SESSION_URL")
+        env, sandbox = self.environment(pooled_url or database_url, session_url)
         for port_name in (
+            *(("pooler",) if pooled_url else ()),
             "worker",
             "functions",
             *(("stripe",) if "stripe" in sandbox else ()),
@@ -303,6 +334,7 @@ class Up:
             self.wait_ready(child)
         info = {
             "database_url": database_url,
+            "pooler_url": pooled_url,
             "functions_url": f"http://127.0.0.1:{self.ports.functions}/functions/v1",
             "worker_url": f"http://127.0.0.1:{self.ports.worker}",
             "stripe_webhook_url": f"{env['PUBLIC_URL']}/stripe/webhook",
@@ -333,6 +365,12 @@ class Up:
         self.echo("ready:")
         rows = [
             ("database", info["database_url"]),
+            (
+                "pooler",
+                f"{info['pooler_url']}  (PgBouncer, transaction mode: workers, jobs, functions)"
+                if info["pooler_url"]
+                else "none (pgbouncer is not installed): everything connects directly",
+            ),
             ("edge functions", info["functions_url"] + "/{top-up,buy-number,access-token}"),
             ("worker", info["worker_url"] + "  (GET /healthz, /readyz, /docs)"),
             ("Stripe webhook", info["stripe_webhook_url"]),
