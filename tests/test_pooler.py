@@ -56,7 +56,7 @@ def test_the_jobs_pool_prepares_nothing_that_outlives_a_transaction(system: Syst
             holder.close()
         # Transaction-local settings only: the role ended with the transaction.
         with db.pool.connection() as conn:
-            row = conn.execute("select current_setting('role') as role").fetchone()
+            row: Any = conn.execute("select current_setting('role') as role").fetchone()
         assert row == {"role": "none"}
     finally:
         db.close()

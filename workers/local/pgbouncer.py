@@ -24,6 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 import psycopg
 
@@ -81,11 +82,17 @@ class PgBouncer:
         return self.config_dir / "pgbouncer.ini"
 
     def pooled(self, direct_url: str) -> str:
-        """`direct_url` (a database of the upstream server) through the pooler."""
-        info = psycopg.conninfo.conninfo_to_dict(direct_url)
-        info["host"] = self.host
-        info["port"] = str(self.port)
-        return psycopg.conninfo.make_conninfo("", **info)
+        """`direct_url` (a database of the upstream server) through the pooler, as a
+        `postgresql://` URL (npm:postgres takes URLs only)."""
+        info = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(direct_url).items()}
+        user = quote(info.pop("user", "postgres"), safe="")
+        password = info.pop("password", "")
+        auth = f"{user}:{quote(password, safe='')}" if password else user
+        dbname = quote(info.pop("dbname", user), safe="")
+        info.pop("host", None)
+        info.pop("port", None)
+        query = f"?{urlencode(info)}" if info else ""
+        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}{query}"
 
     @property
     def url(self) -> str:
