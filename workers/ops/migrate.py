@@ -18,6 +18,7 @@ from workers.local.embedded_pg import EmbeddedPostgres
 from workers.local.platform import apply_local_platform
 from workers.ops.sql_split import split_statements
 from workers.paths import MIGRATIONS_DIR
+from workers.service.db import connect
 from workers.service.migrations import Migration, pending
 
 _LOCK_KEY = 7_231_004_001  # advisory lock held while migrating
@@ -78,7 +79,7 @@ def migrate(
 ) -> list[Migration]:
     """Apply the platform (when needed) and every pending migration; return those applied."""
     applied: list[Migration] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with connect(database_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             if apply_local_platform(conn):

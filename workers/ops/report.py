@@ -8,11 +8,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from workers.ops.running import running_system
+from workers.service.db import connect
 
 # (view, title, columns shown in the terminal; None: all). --json always has every column.
 VIEWS: list[tuple[str, str, list[str] | None]] = [
@@ -57,7 +57,7 @@ def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
 
 def collect(database_url: str, user_email: str | None = None, limit: int = 50) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+    with connect(database_url, row_factory=dict_row) as conn:
         for view, _title, _ in VIEWS:
             query = sql.SQL("select * from monitoring.{} limit %s").format(sql.Identifier(view))
             out[view] = conn.execute(query, (limit,)).fetchall()

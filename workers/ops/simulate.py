@@ -34,6 +34,7 @@ from psycopg.rows import dict_row
 from workers.local.standins import twilio as twilio_standin
 from workers.local.up import read_state
 from workers.ops.users import create_user
+from workers.service.db import connect
 from workers.service.providers import make_stripe_client
 
 
@@ -69,7 +70,7 @@ class Journey:
         args = args or {}
         names = ", ".join(f"{k} => %({k})s" for k in args)
         with (
-            psycopg.connect(self.state["database_url"], row_factory=dict_row) as conn,
+            connect(self.state["database_url"], row_factory=dict_row) as conn,
             conn.transaction(),
         ):
             if now:
@@ -115,7 +116,7 @@ class Journey:
     def rows_as_user(self, query: str, params: Any) -> list[dict[str, Any]]:
         claims = json.dumps({"sub": self.user_id, "role": "authenticated"})
         with (
-            psycopg.connect(self.state["database_url"], row_factory=dict_row) as conn,
+            connect(self.state["database_url"], row_factory=dict_row) as conn,
             conn.transaction(),
         ):
             conn.execute("set local role authenticated")

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import psycopg
 
 from workers.ops.running import running_system
+from workers.service.db import connect
 
 
 def create_user(database_url: str, email: str, plan: str | None, jwt_secret: str) -> dict[str, Any]:
     meta = json.dumps({"plan": plan} if plan else {})
-    with psycopg.connect(database_url) as conn:
+    with connect(database_url) as conn:
         if plan is not None:
             known = conn.execute("select 1 from public.billing_plans where id = %s", (plan,))
             if known.fetchone() is None:
