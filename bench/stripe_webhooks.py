@@ -10,12 +10,17 @@ warm-up. Prints events/s, p50/p90/p99/max latency, the worker's peak RSS
 by the worker, Postgres and this client, errors, and checks the ledger after:
 `monitoring.ledger_drift` empty, one credit per accepted event and their sum.
 
+With `--pooler both` (the default when Debian's `pgbouncer` is installed) each
+worker count runs twice: the worker connected to Postgres directly, then through
+PgBouncer in transaction mode (`workers/local/pgbouncer.py`), as on Supabase.
+
 The client is a minimal asyncio HTTP/1.1 client so that it costs the 2-core
 machine as little CPU as possible; it still shares the cores with the server
 and Postgres, so compare figures measured in the same run.
 
     .venv/bin/python bench/stripe_webhooks.py                 # workers 1 and 2, 30 s each
     .venv/bin/python bench/stripe_webhooks.py --workers 1 --duration 10
+    .venv/bin/python bench/stripe_webhooks.py --workers 2 --duration 15 --pooler both
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from workers.local.embedded_pg import EmbeddedPostgres, free_port  # noqa: E402
+from workers.local.pgbouncer import PgBouncer, pgbouncer_binary  # noqa: E402
 from workers.local.standins.signing import stripe_signature  # noqa: E402
 from workers.ops.migrate import migrate  # noqa: E402
 
@@ -68,6 +74,7 @@ class Result:
     cpu_worker_s: float = 0.0
     cpu_postgres_s: float = 0.0
     cpu_client_s: float = 0.0
+    cpu_pooler_s: float = 0.0
     ledger: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -440,19 +447,28 @@ def run_one(
     workers: int,
     args: argparse.Namespace,
     logs: Path,
+    bouncer: PgBouncer | None = None,
+    bouncer_pid: int | None = None,
 ) -> Result:
-    name = f"bench_webhooks_w{workers}"
+    name = f"bench_webhooks_w{workers}" + ("_pooled" if bouncer else "")
     # Enough users that each event of the run credits another account.
     expected = int((args.duration + args.warmup) * 3000)
     users = min(args.users or expected, 40_000)
     url, user_ids = fresh_database(server.url, name, users)
-    result = Result(workers=workers, duration=args.duration, label=args.label)
-    log_path = logs / f"worker-w{workers}-{args.label}.log"
-    with worker(url, workers, log_path, args.pool_size, args.worker_source) as (pid, port):
+    label = f"{args.label}, through PgBouncer" if bouncer else f"{args.label}, direct"
+    result = Result(workers=workers, duration=args.duration, label=label)
+    log_path = logs / f"worker-w{workers}-{args.label}{'-pooled' if bouncer else ''}.log"
+    worker_url = bouncer.pooled(url) if bouncer else url
+    with worker(worker_url, workers, log_path, args.pool_size, args.worker_source) as (
+        pid,
+        port,
+    ):
         sampler = RssSampler(pid)
         sampler.start()
         worker_procs, pg_procs = tree(pid), postgres_tree(server.data_dir)
         cpu_w0, cpu_pg0 = cpu_seconds(worker_procs), cpu_seconds(pg_procs)
+        pooler_procs = tree(bouncer_pid) if bouncer_pid else []
+        cpu_pool0 = cpu_seconds(pooler_procs)
         client0 = time.process_time()
         import uvloop
 
@@ -460,6 +476,7 @@ def run_one(
         result.cpu_client_s = time.process_time() - client0
         result.cpu_worker_s = cpu_seconds(worker_procs) - cpu_w0
         result.cpu_postgres_s = cpu_seconds(postgres_tree(server.data_dir)) - cpu_pg0
+        result.cpu_pooler_s = cpu_seconds(pooler_procs) - cpu_pool0
         sampler.stop.set()
         sampler.join()
         result.peak_rss_tree_mb = sampler.peak_tree / 2**20
@@ -489,7 +506,9 @@ def report(r: Result) -> list[str]:
         f"  peak RSS, tree      {r.peak_rss_tree_mb:9.1f} MB   (target < 150)",
         f"  peak RSS, 1 process {r.peak_rss_process_mb:9.1f} MB",
         f"  CPU s: worker {r.cpu_worker_s:.1f}, postgres {r.cpu_postgres_s:.1f}, "
-        f"client {r.cpu_client_s:.1f} over {r.duration + 0.0:.0f} s (+ warm-up)",
+        f"client {r.cpu_client_s:.1f}"
+        + (f", pgbouncer {r.cpu_pooler_s:.1f}" if r.cpu_pooler_s else "")
+        + f" over {r.duration + 0.0:.0f} s (+ warm-up)",
         f"  events per worker CPU-second {per_cpu:9.1f}",
         f"  errors              {errors:9d}   {dict(r.errors) if r.errors else ''}",
         f"  ledger: drift rows {led['drift_rows']}, credits {led['credits']} "
@@ -516,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--label", default="checkout", help="names this variant in the output")
     parser.add_argument(
+        "--pooler",
+        choices=("off", "on", "both"),
+        default="both",
+        help="the worker direct, through PgBouncer in transaction mode, or both (default)",
+    )
+    parser.add_argument(
         "--no-ceiling", action="store_true", help="skip the pgbench run of the same SQL"
     )
     args = parser.parse_args(argv)
@@ -526,6 +551,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} CPUs, Postgres (durable) on port {server.port}, logs {base}")
     failed = False
     tps = float("nan")
+    bouncer, bouncer_proc = None, None
+    if args.pooler != "off":
+        binary = pgbouncer_binary()
+        if binary is None:
+            if args.pooler == "on":
+                server.destroy()
+                raise SystemExit(
+                    "--pooler on needs the pgbouncer binary (apt-get install pgbouncer)"
+                )
+            print("pgbouncer is not installed: the runs through the pooler are skipped")
+        else:
+            bouncer_dir = base / "pgbouncer"
+            bouncer_dir.mkdir()
+            bouncer_dir.chmod(0o755)
+            bouncer = PgBouncer(server.url, bouncer_dir, port=free_port(), binary=binary)
+            bouncer_proc = bouncer.start(base / "pgbouncer.log")
+            print(f"PgBouncer (transaction mode) on port {bouncer.port}", flush=True)
+    variants: list[PgBouncer | None] = []
+    if args.pooler in ("off", "both"):
+        variants.append(None)
+    if bouncer is not None:
+        variants.append(bouncer)
     try:
         if not args.no_ceiling:
             tps, latency = database_ceiling(server, args, base)
@@ -535,15 +582,20 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         for count in [int(x) for x in args.workers.split(",") if x.strip()]:
-            result = run_one(server, count, args, base)
-            print("\n".join(report(result)), flush=True)
-            print(
-                f"  ratio to the database alone {result.events_per_second / tps:9.2f}   "
-                "(target ≥ 0.8)",
-                flush=True,
-            )
-            failed = failed or bool(result.errors) or result.ledger["drift_rows"] != 0
+            for variant in variants:
+                pid = bouncer_proc.pid if variant is not None and bouncer_proc else None
+                result = run_one(server, count, args, base, variant, pid)
+                print("\n".join(report(result)), flush=True)
+                print(
+                    f"  ratio to the database alone {result.events_per_second / tps:9.2f}   "
+                    "(target ≥ 0.8)",
+                    flush=True,
+                )
+                failed = failed or bool(result.errors) or result.ledger["drift_rows"] != 0
     finally:
+        if bouncer_proc is not None:
+            bouncer_proc.terminate()
+            bouncer_proc.wait(timeout=10)
         if args.keep:
             server.stop()
             print(f"kept {base}")
