@@ -50,7 +50,8 @@ class RunningUp:
     state_dir: Path
     ports: dict[str, int] = field(
         default_factory=lambda: {
-            name: free_port() for name in ("db", "functions", "worker", "stripe", "twilio")
+            name: free_port()
+            for name in ("db", "functions", "worker", "stripe", "twilio", "pooler")
         }
     )
     proc: subprocess.Popen[bytes] | None = None
@@ -82,6 +83,8 @@ class RunningUp:
             str(self.ports["stripe"]),
             "--twilio-port",
             str(self.ports["twilio"]),
+            "--pooler-port",
+            str(self.ports["pooler"]),
         ]
 
     def start(self, timeout: float = 240) -> dict[str, str]:
