@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,9 @@ import pytest
 from tests.system import System, running_system, stripe_event
 from tests.test_auto_refill import call, enable_auto_refill, top_up_with_saved_card
 from tests.test_twilio_worker import twilio_factory
+from workers.local import pgbouncer as pgbouncer_module
+from workers.local import up as up_module
+from workers.local.pgbouncer import PgBouncer
 from workers.service.db import Database, SyncDatabase
 
 
@@ -196,3 +200,36 @@ def test_the_jobs_say_they_poll_without_a_session_url(system: System) -> None:
     assert "no DATABASE_SESSION_URL: polling every 0.2 s" in started[0]["refills"]
     failed = [line for line in lines if line.get("msg") == "job failed"]
     assert failed == [], json.dumps(failed)
+
+
+def test_up_says_it_runs_without_a_pooler_when_pgbouncer_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(up_module, "pgbouncer_binary", lambda: None)
+    said: list[str] = []
+    up = up_module.Up(state_dir=tmp_path, echo=said.append)
+    assert up.plan_pooler("postgresql://postgres:postgres@127.0.0.1:5/postgres") == ""
+    assert up.children == []
+    assert any("no pooler: pgbouncer is not installed" in line for line in said)
+
+
+def test_the_pooler_config_is_transaction_mode_and_rescues_no_prepared_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir = tmp_path / "bouncer"
+    bouncer = PgBouncer(
+        "postgresql://app:s3cret@127.0.0.1:6543/postgres",
+        config_dir,
+        port=6400,
+        binary=Path("/nonexistent/pgbouncer"),
+    )
+    for version, tracks in (((1, 18), False), ((1, 23), True)):
+        monkeypatch.setattr(pgbouncer_module, "pgbouncer_version", lambda _b, v=version: v)
+        ini = bouncer.write_config().read_text()
+        assert "pool_mode = transaction" in ini
+        assert "* = host=127.0.0.1 port=6543" in ini
+        assert ("max_prepared_statements = 0" in ini) is tracks
+    assert (config_dir / "userlist.txt").read_text() == '"app" "s3cret"\n'
+    assert bouncer.pooled("host=127.0.0.1 port=6543 user=app password=s3cret dbname=t1") == (
+        "postgresql://app:s3cret@127.0.0.1:6400/t1"
+    )
