@@ -33,14 +33,14 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture(scope="module")
-def system(module_db: str) -> Iterator[System]:
-    with running_system(module_db) as running:
+def system(module_db: str, pooled_module_db: str) -> Iterator[System]:
+    with running_system(module_db, pooled_url=pooled_module_db) as running:
         yield running
 
 
 @pytest.fixture
 def jobs_db(system: System) -> Iterator[SyncDatabase]:
-    db = SyncDatabase(system.db_url)
+    db = SyncDatabase(system.pooled_url)
     yield db
     db.close()
 
