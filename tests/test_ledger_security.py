@@ -50,6 +50,8 @@ PUBLIC_RPCS = {
     "prepare_topup(numeric)",
     "check_can_call()",
 }
+# The security definer functions the public entry points call: same signatures, in billing.
+USER_RPCS = PUBLIC_RPCS
 SERVICE_RPCS = {
     "record_stripe_event(text,text,text)",
     "apply_stripe_event(jsonb,boolean)",
@@ -243,10 +245,10 @@ def test_function_grants(db: Conn) -> None:
     billing = _functions(db, "billing")
     assert set(public) >= PUBLIC_RPCS
     assert set(billing) >= SERVICE_RPCS
+    assert set(billing) >= USER_RPCS
     for schema, functions in (("public", public), ("billing", billing)):
         for signature, (secdef, config) in functions.items():
-            if schema == "public" or not signature.startswith(("_", "now(")):
-                assert config is not None and 'search_path=""' in config, signature
+            assert config is not None and 'search_path=""' in config, signature
             grants = {
                 role: db.execute(
                     "select has_function_privilege(%s, %s, 'execute')",
@@ -257,7 +259,12 @@ def test_function_grants(db: Conn) -> None:
             allowed = {role for role, row in grants.items() if row and row[0]}
             if schema == "public" and signature in PUBLIC_RPCS:
                 assert allowed == {"authenticated"}, signature
+                assert not secdef, f"public.{signature} must be security invoker"
+            elif schema == "billing" and signature in USER_RPCS:
+                assert allowed == {"authenticated"}, signature
                 assert secdef, signature
+                # Acts on auth.uid() only: no argument could name another user.
+                assert "uuid" not in signature, signature
             elif schema == "billing" and signature in SERVICE_RPCS:
                 assert allowed == {"service_role"}, signature
             else:
@@ -269,6 +276,8 @@ def test_rpcs_answer_only_their_role(db: Conn, role: str) -> None:
     user = create_user(db)
     for sql, allowed_for in (
         ("select public.billing_me()", "authenticated"),
+        ("select billing.billing_me()", "authenticated"),
+        ("select billing._read_account(%(user)s)", None),
         ("select billing.settle_call('CA-grant', %(user)s, 0)", "service_role"),
         ("select billing._post(%(user)s, 1, 'credit', 'adjustment', '', 'k')", None),
         ("select billing._lock_account(%(user)s)", None),
