@@ -4,7 +4,7 @@ select set_config('billing.now', '2026-11-20 12:00:00+00', true);
 select set_config('t.starter', tests.create_user('me@example.test')::text, true);
 select set_config('t.classic', tests.create_user('me-classic@example.test', 'classic')::text, true);
 
--- A user with no account row yet gets one on the first read.
+-- A user with no account row yet reads the account its creation will store.
 select tests.reset_role();
 delete from public.call_balance where user_id = current_setting('t.starter')::uuid;
 select tests.authenticate_as(current_setting('t.starter')::uuid);
@@ -23,7 +23,7 @@ select tests.assert_eq(
       "canCall": {"allowed": false, "reason": "no_active_number", "minRequired": 5.00},
       "hasPaymentMethod": false, "activeNumbers": []
     }'::jsonb,
-    'the billing state of a new starter account, created by the read'
+    'the billing state of a new starter account, before it is stored'
 );
 
 -- Status: LOW below the threshold, OK up to $50, GOOD from $50.
