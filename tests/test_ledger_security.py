@@ -87,6 +87,8 @@ SERVICE_RPCS = {
     "check_number_purchase(uuid)",
     "check_number_purchase(uuid,text,text)",
     "claim_holds_to_check(timestamp with time zone,integer)",
+    "adjust_balance(uuid,text,numeric,text,text)",
+    "change_plan(uuid,text,text,text)",
 }
 
 
