@@ -1,9 +1,9 @@
 """The `callbalance` command: it parses the command line and hands each command on.
 
 Every command lives with what it is about: `up` in `workers.local`, `serve`
-and `jobs` in `workers.service`, `migrate`, `simulate`, `report` and `user`
-in `workers.ops`. Each is imported only when it runs, so the deployed
-commands never load the local platform.
+and `jobs` in `workers.service`, `migrate`, `simulate`, `report`, `user`,
+`change-plan` and `adjust-balance` in `workers.ops`. Each is imported only
+when it runs, so the deployed commands never load the local platform.
 """
 
 from __future__ import annotations
@@ -88,6 +88,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_command(_state_dir(args), args.plan, args.users)
 
 
+def cmd_change_plan(args: argparse.Namespace) -> int:
+    from workers.ops.accounts import change_plan_command
+
+    return change_plan_command(_state_dir(args), args.user, args.plan, args.key, args.note)
+
+
+def cmd_adjust_balance(args: argparse.Namespace) -> int:
+    from workers.ops.accounts import adjust_balance_command
+
+    direction, amount = (
+        ("credit", args.credit) if args.credit is not None else ("debit", args.debit)
+    )
+    return adjust_balance_command(
+        _state_dir(args), args.user, direction, amount, args.reason, args.key
+    )
+
+
 def cmd_stripe_webhook_create(args: argparse.Namespace) -> int:
     from workers.ops.stripe_webhook import create_endpoint_command
 
@@ -143,6 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True)
     create.add_argument("--plan", help="classic or starter (default: the default plan)")
     create.add_argument("--state-dir")
+
+    plan = add("change-plan", cmd_change_plan, "move an account to another plan (support)")
+    plan.add_argument("--user", required=True, metavar="EMAIL|ID", help="the account")
+    plan.add_argument("--plan", required=True, help="the new plan's id, e.g. classic")
+    plan.add_argument("--key", required=True, help="idempotency key, e.g. the ticket id")
+    plan.add_argument("--note", help="why, kept in the ledger entry")
+    plan.add_argument("--state-dir")
+
+    adjust = add("adjust-balance", cmd_adjust_balance, "credit or debit a balance (support)")
+    adjust.add_argument("--user", required=True, metavar="EMAIL|ID", help="the account")
+    direction = adjust.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--credit", metavar="DOLLARS", help="add this amount, e.g. 5.00")
+    direction.add_argument("--debit", metavar="DOLLARS", help="remove this amount")
+    adjust.add_argument("--reason", required=True, help="shown to the customer")
+    adjust.add_argument("--key", required=True, help="idempotency key, e.g. the ticket id")
+    adjust.add_argument("--state-dir")
 
     hook = sub.add_parser("stripe-webhook", help="the Stripe webhook endpoint")
     hook_sub = hook.add_subparsers(dest="hook_command", required=True)
