@@ -412,6 +412,52 @@ select tests.assert_raises(
     'PT409', 'a pending purchase'
 );
 
+-- To a plan without numbers: a number in its paid month rings until it ends, a past-due
+-- number (its paid month is over) is released at once.
+select tests.reset_role();
+select set_config('t.lapsed', tests.create_user('ops-lapsed@example.test', 'starter')::text, true);
+select tests.authenticate_as_service_role();
+select billing.credit_topup(current_setting('t.lapsed')::uuid, 1000, 'pi_ops_lapsed');
+select billing.confirm_number(
+    (billing.reserve_number(current_setting('t.lapsed')::uuid, '+14155550192') ->> 'purchaseId')::uuid,
+    'PN-ops-free'
+);
+select billing.confirm_number(
+    (billing.reserve_number(current_setting('t.lapsed')::uuid, '+14155550193') ->> 'purchaseId')::uuid,
+    'PN-ops-paid'
+);
+select billing.adjust_balance(
+    current_setting('t.lapsed')::uuid, 'debit', 8, 'Spent elsewhere', 'lapsed-debit'
+);
+select set_config('billing.now', '2027-04-10 13:00:00+00', true);
+select billing.renew_numbers();
+select tests.assert_eq(
+    (select array_agg(n.status order by n.phone_number) from public.user_phone_numbers as n
+        where n.user_id = current_setting('t.lapsed')::uuid),
+    array['active', 'past_due'], 'the free number renewed, the paid one is past due'
+);
+select set_config('t.lapsed_move', billing.change_plan(
+    current_setting('t.lapsed')::uuid, 'classic', 'move-lapsed'
+)::text, true);
+select tests.assert_eq(
+    (select array_agg(n ->> 'phoneNumber' order by n ->> 'phoneNumber')
+        from jsonb_array_elements(current_setting('t.lapsed_move')::jsonb -> 'numbersToRelease') as n
+        where (n ->> 'releaseAt')::timestamptz = '2027-04-10 13:00:00+00'),
+    array['+14155550193'], 'the past-due number is released now'
+);
+select tests.assert_eq(
+    (select array_agg(n ->> 'phoneNumber' order by n ->> 'phoneNumber')
+        from jsonb_array_elements(current_setting('t.lapsed_move')::jsonb -> 'numbersToRelease') as n
+        where (n ->> 'releaseAt')::timestamptz = '2027-05-10 12:00:00+00'),
+    array['+14155550192'], 'the renewed one at the end of its paid month'
+);
+select tests.assert_eq(
+    (select array_agg(n.phone_number) from billing.numbers_to_release(10) as n
+        where n.user_id = current_setting('t.lapsed')::uuid),
+    array['+14155550193'], 'only the past-due number goes to the release job now'
+);
+select set_config('billing.now', '2027-03-10 12:00:00+00', true);
+
 -- Auto-refill: an amount the new plan does not offer becomes its first amount; a retired
 -- plan is not offered.
 select tests.reset_role();
