@@ -1,5 +1,5 @@
 /*
- * Settlement speed: billing.settle_call in one statement, calling no helper.
+ * Settlement speed: billing.settle_call rates and writes in one statement, calling no helper.
  *
  * Every call ends in billing.settle_call, so its cost is the system's. Every
  * function carries `set search_path = ''` (Supabase's advisor asks for it),
@@ -7,9 +7,9 @@
  * the clause stays, the calls go. The settlement of a call used to make two
  * SQL statements (lock the account; write) and call two helpers
  * (billing.now() and billing._uuid_v7()), plus some twenty PL/pgSQL
- * assignments; it is now one statement that locks the account, rates the
- * call, writes the call log, the balance, the ledger entry and the release of
- * the hold, with the clock and the ledger id written out in it. Helpers run
+ * assignments; it now locks the account and makes one statement that rates
+ * the call and writes the call log, the balance, the ledger entry and the
+ * release of the hold, with the clock and the ledger id written out in it. Helpers run
  * only off the common path: a missing account or the first touch of a new
  * month (billing._lock_account), an overrun (billing._operator_alert), a
  * balance below the auto-refill threshold (billing._after_debit), and errors.
@@ -19,11 +19,12 @@
  * month the call was authorized in, unbilled seconds recorded and alerted,
  * idempotent on the call sid (the call log's primary key), the hold released.
  *
- * Concurrency (read committed): the account's row is locked by the first CTE,
- * which returns its latest committed version; the UPDATE of the same row in
- * the same statement then re-reads that latest version (EvalPlanQual) and
- * applies the debit to it, so the amount is rated and applied on the same
- * balance, under the lock, as in the two-statement version.
+ * Concurrency (read committed): a first, bare statement takes the account's
+ * row lock; the one statement that rates and writes starts after the lock is
+ * granted, so it reads the account's latest version and its UPDATE needs no
+ * re-check. (Taking the lock inside that statement saves a statement but
+ * makes every waiter on a hot account re-check both the lock and the update
+ * against the newer version: measured slower on one account.)
  */
 
 create or replace function billing.settle_call(
@@ -75,6 +76,11 @@ begin
         end if;
     end if;
 
+    -- The account's row lock first, alone: the statement that follows starts after the
+    -- lock is granted, so it reads the account's latest version (no re-check of a newer
+    -- version, which is what a hot account's waiters would pay for every settlement).
+    perform from public.call_balance as cb where cb.user_id = v_user_id for update;
+
     loop
         with locked as (
             select
@@ -85,7 +91,6 @@ begin
             inner join public.billing_plans as p on cb.plan_id = p.id
             left join public.call_holds as h on h.call_sid = p_call_sid
             where cb.user_id = v_user_id
-            for update of cb
         ),
 
         -- Rated only when this month's free minutes are in place (else: reset first).
@@ -225,7 +230,8 @@ begin
         from locked as l
         left join bill as b on true;
         exit when found and v_r.minutes is not null;
-        -- No account yet, or the first touch of a new month: create it or reset its minutes.
+        -- No account yet, or the first touch of a new month: create it or reset its minutes
+        -- (and lock it).
         perform billing._lock_account(v_user_id);
     end loop;
 
