@@ -116,7 +116,7 @@ def create_holds(url: str, accounts: int, count: int) -> None:
             "insert into public.call_holds (call_sid, user_id, held_amount, held_free_minutes, "
             "max_seconds, created_at, expires_at) "
             "select 'CAhold-' || n, md5('bench-' || (n %% %s + 1))::uuid, 0, 0, 3600, now(), "
-            "now() + interval '75 minutes' from generate_series(%s, %s) as n",
+            "now() + interval '75 minutes' from generate_series(%s::bigint, %s::bigint) as n",
             (accounts, start + 1, start + count),
         )
         conn.execute("analyze public.call_holds")
